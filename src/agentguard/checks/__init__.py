@@ -1,0 +1,1 @@
+"""One module per check. Each is pure: a call and a principal in, reasons out."""

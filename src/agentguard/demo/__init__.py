@@ -1,0 +1,1 @@
+"""`agentguard demo`: an offline agent, a scripted model, and the guard in front of a small CRM."""

@@ -1,0 +1,521 @@
+"""The pipeline every tool call passes before anything runs.
+
+identity → tool known and visible → arguments strictly valid → six-level authorization →
+extra checks (`Check`) → one Verdict, written to the audit trail. Any exception on the way is a
+denial: the guard fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from langchain_core.tools import BaseTool
+
+from agentguard._canonical import digest
+from agentguard.audit import AuditEvent, AuditLog, MemorySink
+from agentguard.checks.authz import (
+    AuthzRequest,
+    DecisionPoint,
+    PolicyDecisionPoint,
+    ResourceResolver,
+)
+from agentguard.checks.limits import RunCounter, invalid_calls_in_state
+from agentguard.checks.schema import CompiledArgs, compile_args, tool_json_schema, validate_args
+from agentguard.context import Principal
+from agentguard.errors import ConfigurationError, GuardError, IdentityError
+from agentguard.identity import CallContext, FromContext, IdentitySource
+from agentguard.policy.loader import load_policy
+from agentguard.policy.model import TOOL_NAME_RE, Confirmation, Policy, Risk, ToolPolicy
+from agentguard.verdict import (
+    Approval,
+    Decision,
+    Level,
+    Reason,
+    ToolCallInfo,
+    Verdict,
+    combine_denials,
+)
+
+log = logging.getLogger("agentguard")
+
+_NAME_OK = re.compile(TOOL_NAME_RE)
+UNKNOWN_TOOL_TEMPLATE = "Error: {name} is not a valid tool, try one of [{available}]."
+
+
+class AuditUnavailable(GuardError):
+    """The decision could not be written down, so the call must not run."""
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    """What an extra check sees: the call after identity, schema and authorization passed."""
+
+    principal: Principal
+    tool: str
+    tool_policy: ToolPolicy
+    policy: Policy
+    args: Mapping[str, Any]
+    context: CallContext
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    denials: tuple[Reason, ...] = ()
+    approval: Approval | None = None
+    args: Mapping[str, Any] | None = None  # replaces the arguments (redaction, rewriting)
+    annotations: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Check(Protocol):
+    """A check added after the built-in ones (DLP, provenance, ...). Raising denies."""
+
+    name: str
+
+    def evaluate(self, call: CheckInput) -> CheckResult: ...
+
+
+def _strongest(a: Approval | None, b: Approval | None) -> Approval | None:
+    if a is None or b is None:
+        return a or b
+    kind = a.kind if a.kind.rank >= b.kind.rank else b.kind
+    return Approval(kind=kind, reasons=a.reasons + b.reasons)
+
+
+def _describe(value: Any, depth: int = 0) -> Any:
+    """Shape of a value without its content: what audit summaries may hold."""
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return f"string({len(value)})"
+    if isinstance(value, list):
+        return f"array({len(value)})"
+    if isinstance(value, dict):
+        if depth >= 1:
+            return f"object({len(value)})"
+        return {_clip_key(k): _describe(v, depth + 1) for k, v in list(value.items())[:32]}
+    return type(value).__name__
+
+
+def _clip_key(key: Any) -> str:
+    text = str(key)
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def _safe_name(name: Any) -> str:
+    text = name if isinstance(name, str) else repr(name)
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def _input_hash(args: Any) -> str:
+    try:
+        return digest(args)
+    except Exception:  # not JSON: still hash something stable for the record
+        return digest(repr(args))
+
+
+class Guard:
+    """One policy, one identity source, one audit log; shared by every door.
+
+    Args:
+        policy: a `Policy`, a path to a YAML/JSON policy file, or a mapping.
+        audit: where decisions go. Defaults to an in-memory log with a random key (fine for
+            notebooks and tests; give production a persistent sink and a managed key).
+        identity: where the principal comes from (default: the in-process run context).
+        decision_point: an external authorization engine instead of the policy's own rules.
+        resources: resolvers per resource type, for `tenant` / `owner` resource rules.
+        checks: extra checks run after authorization passes.
+    """
+
+    def __init__(
+        self,
+        policy: Policy | str | Path | Mapping[str, Any],
+        *,
+        audit: AuditLog | None = None,
+        identity: IdentitySource | None = None,
+        decision_point: DecisionPoint | None = None,
+        resources: Mapping[str, ResourceResolver] | None = None,
+        checks: Sequence[Check] = (),
+    ) -> None:
+        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
+        self.audit = audit or AuditLog(MemorySink(), secrets.token_bytes(32), key_id="ephemeral")
+        self.identity: IdentitySource = identity or FromContext()
+        self.resources = dict(resources or {})
+        if decision_point is None:
+            self._check_resolvers()
+            decision_point = PolicyDecisionPoint(self.resources)
+        self.decision_point = decision_point
+        self.checks = tuple(checks)
+        self._compiled: dict[tuple[str, int], CompiledArgs] = {}
+        self._lock = threading.Lock()
+        self._run_counter = RunCounter()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _check_resolvers(self) -> None:
+        needed = {
+            rule.type
+            for tool in self.policy.tools.values()
+            for rule in tool.resources
+            if rule.type != "tenant" and ({"tenant", "owner"} & set(rule.checks))
+        }
+        missing = sorted(needed - set(self.resources))
+        if missing:
+            raise ConfigurationError(
+                "the policy checks tenancy or ownership of resource types with no resolver: "
+                + ", ".join(missing)
+                + " (pass resources={type: resolver})"
+            )
+
+    def compile(self, tool: BaseTool) -> CompiledArgs | None:
+        """The strict argument schema for a tool (None when the policy does not know it)."""
+        tool_policy = self.policy.tools.get(tool.name)
+        if tool_policy is None:
+            return None
+        key = (tool.name, id(tool))
+        found = self._compiled.get(key)
+        if found is not None:
+            return found
+        compiled = compile_args(tool.name, tool_json_schema(tool), tool_policy, self.policy.limits)
+        with self._lock:
+            self._compiled[key] = compiled
+        return compiled
+
+    def prepare(self, tools: Iterable[BaseTool]) -> None:
+        """Compile every tool now, so a policy/tool mismatch fails at start-up, not mid-run."""
+        for tool in tools:
+            self.compile(tool)
+
+    def wrap_tools(self, tools: Sequence[BaseTool]) -> list[BaseTool]:
+        """Wrap tools so any LangChain caller goes through this guard (see `GuardedTool`)."""
+        from agentguard.integrations.langchain import wrap_tools
+
+        return list(wrap_tools(self, tools))
+
+    # -- visibility -----------------------------------------------------------------------
+
+    def _static_denials(self, principal: Principal, name: str) -> tuple[Reason, ...]:
+        tool_policy = self.policy.tools.get(name)
+        if tool_policy is None:
+            return (Reason("tool.no_policy", Level.TOOL, "no policy for this tool"),)
+        floor = self._floor(tool_policy)
+        if floor:
+            return floor
+        result = self.decision_point.decide(
+            AuthzRequest(principal, name, tool_policy, self.policy, None)
+        )
+        return result.denials
+
+    def visible_names(self, names: Iterable[str], ctx: CallContext) -> list[str]:
+        """The tool names this call's principal may be shown (none without an identity)."""
+        try:
+            principal = self.identity.resolve(ctx)
+        except IdentityError:
+            return []
+        out = []
+        for name in names:
+            try:
+                if not self._static_denials(principal, name):
+                    out.append(name)
+            except Exception:
+                log.exception("agentguard: visibility check failed for %r; hiding it", name)
+        return out
+
+    def visible_tools(self, tools: Sequence[BaseTool], ctx: CallContext) -> list[BaseTool]:
+        allowed = set(self.visible_names([t.name for t in tools], ctx))
+        return [t for t in tools if t.name in allowed]
+
+    @staticmethod
+    def _floor(tool_policy: ToolPolicy) -> tuple[Reason, ...]:
+        """Refusals no decision point can override."""
+        if tool_policy.risk is Risk.FORBIDDEN_FOR_AI:
+            return (
+                Reason(
+                    "risk.forbidden_for_ai",
+                    Level.RISK,
+                    "this tool may never be called by an AI agent",
+                ),
+            )
+        if tool_policy.confirmation is Confirmation.NOT_ALLOWED_FOR_AI:
+            return (
+                Reason(
+                    "confirmation.not_allowed_for_ai",
+                    Level.CONFIRMATION,
+                    "this tool is not allowed for AI agents",
+                ),
+            )
+        return ()
+
+    # -- the decision ---------------------------------------------------------------------
+
+    def check(
+        self,
+        call: Mapping[str, Any],
+        ctx: CallContext,
+        tools: Mapping[str, BaseTool],
+    ) -> Verdict:
+        """Decide one tool call and write the decision down.
+
+        `tools` are the tools the door can run, by name. Raises `AuditUnavailable` when the
+        decision cannot be recorded (the door must not run the call then).
+        """
+        info = ToolCallInfo(
+            name=call.get("name") if isinstance(call, Mapping) else None,  # type: ignore[arg-type]
+            args=call.get("args") if isinstance(call, Mapping) else None,
+            id=call.get("id") if isinstance(call, Mapping) else None,
+        )
+        try:
+            verdict = self._decide(info, ctx, tools)
+        except Exception as exc:
+            log.exception("agentguard: decision failed; refusing the call")
+            verdict = self._deny(
+                info,
+                None,
+                [
+                    Reason(
+                        "internal.error",
+                        Level.INTERNAL,
+                        "the guard could not evaluate this call safely",
+                        detail=f"{type(exc).__name__}: {str(exc)[:200]}",
+                    )
+                ],
+            )
+        self._record_decision(verdict, ctx)
+        return verdict
+
+    def _decide(
+        self, info: ToolCallInfo, ctx: CallContext, tools: Mapping[str, BaseTool]
+    ) -> Verdict:
+        try:
+            principal = self.identity.resolve(ctx)
+        except IdentityError as exc:
+            return self._deny(
+                info,
+                None,
+                [Reason("identity.missing", Level.IDENTITY, f"no trusted identity: {exc}")],
+            )
+
+        name = info.name
+        tool = tools.get(name) if isinstance(name, str) else None
+        tool_policy = self.policy.tools.get(name) if isinstance(name, str) else None
+        if (
+            not isinstance(name, str)
+            or not _NAME_OK.match(name)
+            or tool is None
+            or tool_policy is None
+        ):
+            detail = "not registered" if tool_policy is not None else "no such tool in policy"
+            return self._unknown(info, principal, ctx, tools, "tool.unknown", detail)
+        hidden = self._static_denials(principal, name)
+        if hidden:
+            detail = "; ".join(f"[{r.level.value}] {r.message}" for r in hidden)
+            return self._unknown(info, principal, ctx, tools, "tool.hidden", detail)
+
+        compiled = self.compile(tool)
+        assert compiled is not None
+        problems = validate_args(compiled, info.args, self.policy.limits)
+        if problems:
+            lines = "\n".join(f"- {r.message}" for r in problems)
+            message = (
+                f"Invalid arguments for tool '{name}'. Nothing was run.\n{lines}\n"
+                f"Fix the arguments and call '{name}' again."
+            )
+            return self._invalid(info, principal, ctx, problems, message, tool_policy)
+
+        args: Mapping[str, Any] = info.args
+        result = self.decision_point.decide(
+            AuthzRequest(principal, name, tool_policy, self.policy, args)
+        )
+        denials = list(self._floor(tool_policy)) + list(result.denials)
+        approval = result.approval
+        transformed = False
+        annotations: dict[str, Any] = {}
+        if not denials:
+            for check in self.checks:
+                outcome = check.evaluate(
+                    CheckInput(principal, name, tool_policy, self.policy, args, ctx)
+                )
+                denials.extend(outcome.denials)
+                approval = _strongest(approval, outcome.approval)
+                annotations.update(outcome.annotations)
+                if outcome.args is not None:
+                    args, transformed = outcome.args, True
+                if denials:
+                    break
+        if denials:
+            return self._deny(info, principal, denials, tool_policy)
+        base = Verdict(
+            decision=Decision.ALLOW,
+            call=info,
+            args=args,
+            risk=tool_policy.risk.value,
+            policy_version=self.policy.version,
+            input_hash=_input_hash(info.args),
+            principal=principal,
+            decision_id=uuid.uuid4().hex,
+            annotations=annotations,
+        )
+        if approval is not None:
+            return base.with_(
+                decision=Decision.APPROVE_FIRST,
+                approval=approval,
+                reasons=approval.reasons,
+                model_message=(
+                    f"'{name}' needs human approval ({approval.kind.value}) before it can run, "
+                    "and no approval channel is configured for this agent, so it was not run."
+                ),
+            )
+        if transformed:
+            return base.with_(decision=Decision.ALLOW_WITH)
+        return base
+
+    def _deny(
+        self,
+        info: ToolCallInfo,
+        principal: Principal | None,
+        reasons: Sequence[Reason],
+        tool_policy: ToolPolicy | None = None,
+    ) -> Verdict:
+        ordered = combine_denials(reasons)
+        if ordered[0].level in (Level.IDENTITY, Level.INTERNAL):
+            message = f"Refused: {ordered[0].message}. Nothing was run."
+        else:
+            lines = "\n".join(f"- [{r.level.value}] {r.message}" for r in ordered)
+            message = f"Refused by policy. Nothing was run.\n{lines}"
+        return Verdict(
+            decision=Decision.DENY,
+            call=info,
+            reasons=ordered,
+            risk=tool_policy.risk.value if tool_policy else None,
+            policy_version=self.policy.version,
+            input_hash=_input_hash(info.args),
+            principal=principal,
+            decision_id=uuid.uuid4().hex,
+            model_message=message,
+        )
+
+    def _unknown(
+        self,
+        info: ToolCallInfo,
+        principal: Principal,
+        ctx: CallContext,
+        tools: Mapping[str, BaseTool],
+        code: str,
+        detail: str,
+    ) -> Verdict:
+        # Hidden and non-existent tools must be indistinguishable to the model.
+        available = ", ".join(self.visible_names(list(tools), ctx))
+        message = UNKNOWN_TOOL_TEMPLATE.format(name=_safe_name(info.name), available=available)
+        reason = Reason(code, Level.TOOL, "not a valid tool", detail=detail)
+        return self._invalid(info, principal, ctx, [reason], message, None)
+
+    def _invalid(
+        self,
+        info: ToolCallInfo,
+        principal: Principal,
+        ctx: CallContext,
+        reasons: Sequence[Reason],
+        message: str,
+        tool_policy: ToolPolicy | None,
+    ) -> Verdict:
+        verdict = self._deny(info, principal, reasons, tool_policy).with_(
+            model_message=message, invalid=True
+        )
+        budget = self.policy.limits.max_invalid_calls_per_run
+        before = invalid_calls_in_state(ctx.state)
+        if before is not None:
+            count = before + 1
+        elif ctx.run_id is not None:
+            count = self._run_counter.add(ctx.run_id)
+        else:
+            count = 0  # no run to count against (a bare tool call outside any run)
+        if count >= budget:
+            stop = Reason(
+                "limits.invalid_calls",
+                Level.LIMITS,
+                f"{count} invalid tool calls in this run (limit {budget}): the run is stopped",
+            )
+            verdict = verdict.with_(stop_run=True, reasons=(*verdict.reasons, stop))
+        return verdict
+
+    # -- the record -----------------------------------------------------------------------
+
+    def _identity_fields(self, verdict: Verdict) -> dict[str, Any]:
+        p = verdict.principal
+        return p.audit_fields() if isinstance(p, Principal) else {}
+
+    def _record_decision(self, verdict: Verdict, ctx: CallContext) -> None:
+        first = verdict.primary_reason
+        tool_name = verdict.call.name if isinstance(verdict.call.name, str) else None
+        tool_policy = self.policy.tools.get(tool_name) if tool_name else None
+        event = AuditEvent(
+            event="decision",
+            tool=_safe_name(tool_name) if tool_name is not None else _safe_name(verdict.call.name),
+            call_id=_clip_key(verdict.call.id) if verdict.call.id is not None else None,
+            thread_id=ctx.thread_id,
+            run_id=ctx.run_id,
+            risk=verdict.risk,
+            confirmation=verdict.approval.kind.value if verdict.approval else None,
+            confirmation_id=verdict.decision_id if verdict.approval else None,
+            input_hash=verdict.input_hash,
+            result=verdict.decision.value,
+            reason=first.code if first else None,
+            level=first.level.value if first else None,
+            summary={
+                "args": _describe(verdict.call.args),
+                "reasons": [
+                    {"code": r.code, "level": r.level.value, "detail": r.detail or r.message}
+                    for r in verdict.reasons[:8]
+                ],
+                "egress": bool(tool_policy and tool_policy.egress),
+                "stop_run": verdict.stop_run,
+                "decision_id": verdict.decision_id,
+            },
+            policy_version=self.policy.version,
+            **self._identity_fields(verdict),
+        )
+        try:
+            self.audit.append(event)
+        except Exception as exc:
+            log.exception("agentguard: audit write failed")
+            raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+
+    def record_execution(
+        self, verdict: Verdict, ctx: CallContext, *, status: str, output: Any = None
+    ) -> None:
+        """Write down that an allowed call ran (status `success` or `error`)."""
+        event = AuditEvent(
+            event="execution",
+            tool=_safe_name(verdict.call.name),
+            call_id=_clip_key(verdict.call.id) if verdict.call.id is not None else None,
+            thread_id=ctx.thread_id,
+            run_id=ctx.run_id,
+            risk=verdict.risk,
+            input_hash=verdict.input_hash,
+            output_hash=_input_hash(output) if output is not None else None,
+            result=status,
+            policy_version=self.policy.version,
+            summary={"decision_id": verdict.decision_id},
+            **self._identity_fields(verdict),
+        )
+        try:
+            self.audit.append(event)
+        except Exception as exc:
+            raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+

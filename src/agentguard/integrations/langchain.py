@@ -1,0 +1,214 @@
+"""Doors for LangChain: `create_agent` middleware, and wrapped tools for any other tool user."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
+from langchain_core.messages import ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+from pydantic import ConfigDict
+
+from agentguard.errors import GuardError, RunAborted
+from agentguard.guard import Guard
+from agentguard.identity import CallContext
+from agentguard.integrations._enact import arun_guarded, refusal_message, run_guarded
+from agentguard.verdict import Decision, Verdict
+
+
+def _tool_choice_name(choice: Any) -> str | None:
+    if isinstance(choice, str) and choice not in ("auto", "any", "none", "required"):
+        return choice
+    if isinstance(choice, dict):
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else choice.get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
+class GuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+    """`create_agent(..., middleware=[GuardMiddleware(guard)])`.
+
+    `wrap_model_call` shows the model only the tools its principal may call (tools the guard
+    cannot see into, such as provider-side tool dicts, are never shown); `wrap_tool_call`
+    enforces the guard on every call, shown or not.
+    """
+
+    def __init__(self, guard: Guard) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def _visible_request(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
+        ctx = CallContext.from_langgraph(request.runtime, state=request.state)
+        tools = [t for t in request.tools if isinstance(t, BaseTool)]
+        self.guard.prepare(tools)
+        visible = self.guard.visible_tools(tools, ctx)
+        names = {t.name for t in visible}
+        choice = request.tool_choice
+        forced = _tool_choice_name(choice)
+        if (forced is not None and forced not in names) or (not visible and choice is not None):
+            choice = None
+        return request.override(tools=list(visible), tool_choice=choice)
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> Any:
+        return handler(self._visible_request(request))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> Any:
+        return await handler(self._visible_request(request))
+
+    def wrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
+    ) -> ToolMessage | Command[Any]:
+        return run_guarded(self.guard, request, handler)
+
+    async def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
+        return await arun_guarded(self.guard, request, handler)
+
+
+class CallRefused(GuardError):
+    """A wrapped tool was invoked directly (not with a ToolCall) and the guard refused."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+        super().__init__(verdict.model_message or "refused")
+
+
+def _current_runtime(config: RunnableConfig | None) -> Any:
+    configurable = (config or {}).get("configurable") or {}
+    runtime = configurable.get("__pregel_runtime")
+    if runtime is not None:
+        return runtime
+    try:
+        from langgraph.runtime import get_runtime
+
+        return get_runtime()
+    except Exception:  # outside a graph run: identity comes from acting_for()
+        return None
+
+
+class GuardedTool(BaseTool):
+    """A LangChain tool whose every invocation passes the guard first.
+
+    Invoked with a ToolCall it answers a refusal as an error ToolMessage (the model can read
+    it); invoked with plain arguments it raises `CallRefused`.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inner: BaseTool
+    guard: Any
+
+    def __init__(self, inner: BaseTool, guard: Guard) -> None:
+        super().__init__(
+            name=inner.name,
+            description=inner.description,
+            args_schema=inner.args_schema,
+            return_direct=inner.return_direct,
+            response_format=inner.response_format,
+            inner=inner,
+            guard=guard,
+        )
+
+    @property
+    def tool_call_schema(self) -> Any:
+        return self.inner.tool_call_schema
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - invoke is overridden
+        raise GuardError("GuardedTool runs only through invoke/ainvoke")
+
+    def _split(self, tool_input: Any) -> tuple[ToolCall | None, Any, dict[str, Any]]:
+        """(tool call or None, model-visible args, injected args passed through untouched)."""
+        is_call = isinstance(tool_input, dict) and tool_input.get("type") == "tool_call"
+        raw = tool_input.get("args") if is_call else tool_input
+        injected: dict[str, Any] = {}
+        if isinstance(raw, dict):
+            visible = set(self.guard.compile(self.inner).schema.get("properties", {}))
+            declared = set(getattr(self.inner, "args", {}) or {})
+            hidden = declared - visible
+            injected = {k: v for k, v in raw.items() if k in hidden}
+            raw = {k: v for k, v in raw.items() if k not in hidden}
+        call: ToolCall | None = tool_input if is_call else None
+        return call, raw, injected
+
+    def _decide(
+        self, tool_input: Any, config: RunnableConfig | None
+    ) -> tuple[Verdict, CallContext, ToolCall | None, dict[str, Any]]:
+        call, raw, injected = self._split(tool_input)
+        runtime = _current_runtime(config)
+        ctx = CallContext.from_langgraph(runtime, config=config)
+        request = {"name": self.name, "args": raw, "id": call.get("id") if call else None}
+        verdict = self.guard.check(request, ctx, {self.name: self.inner})
+        if verdict.stop_run:
+            raise RunAborted(f"agentguard stopped the run: {verdict.reasons[-1].message}")
+        return verdict, ctx, call, injected
+
+    def _refuse(self, verdict: Verdict, call: ToolCall | None) -> Any:
+        if call is not None:
+            return refusal_message(verdict)
+        raise CallRefused(verdict)
+
+    def _inner_input(self, verdict: Verdict, call: ToolCall | None, injected: dict[str, Any]) -> Any:
+        args = {**dict(verdict.args or {}), **injected}
+        return {**call, "args": args} if call is not None else args
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        verdict, ctx, call, injected = self._decide(input, config)
+        if verdict.decision not in (Decision.ALLOW, Decision.ALLOW_WITH):
+            return self._refuse(verdict, call)
+        try:
+            result = self.inner.invoke(self._inner_input(verdict, call, injected), config, **kwargs)
+        except Exception:
+            self.guard.record_execution(verdict, ctx, status="error")
+            raise
+        self.guard.record_execution(verdict, ctx, status="success", output=_output_of(result))
+        return result
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        verdict, ctx, call, injected = self._decide(input, config)
+        if verdict.decision not in (Decision.ALLOW, Decision.ALLOW_WITH):
+            return self._refuse(verdict, call)
+        try:
+            result = await self.inner.ainvoke(
+                self._inner_input(verdict, call, injected), config, **kwargs
+            )
+        except Exception:
+            self.guard.record_execution(verdict, ctx, status="error")
+            raise
+        self.guard.record_execution(verdict, ctx, status="success", output=_output_of(result))
+        return result
+
+
+def _output_of(result: Any) -> Any:
+    if isinstance(result, ToolMessage):
+        return result.content
+    try:
+        from agentguard._canonical import canonical_json
+
+        canonical_json(result)
+        return result
+    except Exception:
+        return repr(result)
+
+
+def wrap_tools(guard: Guard, tools: Sequence[BaseTool]) -> list[GuardedTool]:
+    """Wrap tools so that any LangChain caller goes through the guard."""
+    guard.prepare(tools)
+    return [t if isinstance(t, GuardedTool) else GuardedTool(t, guard) for t in tools]

@@ -1,0 +1,32 @@
+"""The policy model, loading and linting."""
+
+from agentguard.policy.lint import Finding, lint_policy
+from agentguard.policy.loader import load_policy
+from agentguard.policy.model import (
+    ArgConstraint,
+    Confirmation,
+    Limits,
+    Policy,
+    ResourceRule,
+    Risk,
+    RolePolicy,
+    ToolPolicy,
+    Trust,
+    default_roles,
+)
+
+__all__ = [
+    "ArgConstraint",
+    "Confirmation",
+    "Finding",
+    "Limits",
+    "Policy",
+    "ResourceRule",
+    "Risk",
+    "RolePolicy",
+    "ToolPolicy",
+    "Trust",
+    "default_roles",
+    "lint_policy",
+    "load_policy",
+]

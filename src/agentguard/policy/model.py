@@ -1,0 +1,263 @@
+"""The policy: what each tool risks, needs and may touch, and what each role may do.
+
+Every model forbids unknown keys: a misspelt key is an error, never a silently ignored rule.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+TOOL_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
+SCOPE_RE = r"^(\*|[A-Za-z0-9_\-.]+|\*:[A-Za-z0-9_\-.*]+|[A-Za-z0-9_\-.]+:[A-Za-z0-9_\-.*]+)$"
+
+ToolName = Annotated[str, StringConstraints(pattern=TOOL_NAME_RE)]
+Scope = Annotated[str, StringConstraints(pattern=SCOPE_RE, max_length=128)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Risk(str, Enum):
+    """Ordered: comparing two risks compares their rank."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+    FORBIDDEN_FOR_AI = "forbidden_for_ai"
+
+    @property
+    def rank(self) -> int:
+        return _RISK_ORDER.index(self)
+
+
+_RISK_ORDER = [Risk.LOW, Risk.MEDIUM, Risk.HIGH, Risk.CRITICAL, Risk.FORBIDDEN_FOR_AI]
+
+
+class Confirmation(str, Enum):
+    """Who must say yes before the call runs; ordered from weakest to strongest."""
+
+    NONE = "none"
+    CONFIRM = "confirm"
+    STEP_UP = "step_up"
+    ADMIN_APPROVAL = "admin_approval"
+    FOUR_EYES = "four_eyes"
+    NOT_ALLOWED_FOR_AI = "not_allowed_for_ai"
+
+    @property
+    def rank(self) -> int:
+        return _CONFIRM_ORDER.index(self)
+
+
+_CONFIRM_ORDER = [
+    Confirmation.NONE,
+    Confirmation.CONFIRM,
+    Confirmation.STEP_UP,
+    Confirmation.ADMIN_APPROVAL,
+    Confirmation.FOUR_EYES,
+    Confirmation.NOT_ALLOWED_FOR_AI,
+]
+
+
+class Trust(str, Enum):
+    TRUSTED = "trusted"
+    UNTRUSTED = "untrusted"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+JSONScalar = str | int | float | bool | None
+
+
+class ArgConstraint(_Strict):
+    """Extra bounds on one argument, on top of the tool's own schema (all must hold)."""
+
+    enum: list[JSONScalar] | None = Field(default=None, min_length=1)
+    pattern: str | None = None
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+    minimum: float | None = None
+    maximum: float | None = None
+    min_items: int | None = Field(default=None, ge=0)
+    max_items: int | None = Field(default=None, ge=0)
+    format: Literal["email", "uri", "date", "date-time", "uuid", "hostname", "ipv4"] | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ArgConstraint:
+        for lo, hi in (
+            ("min_length", "max_length"),
+            ("minimum", "maximum"),
+            ("min_items", "max_items"),
+        ):
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} ({a}) is greater than {hi} ({b}): nothing could match")
+        return self
+
+    def to_json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        names = {
+            "enum": "enum",
+            "pattern": "pattern",
+            "min_length": "minLength",
+            "max_length": "maxLength",
+            "minimum": "minimum",
+            "maximum": "maximum",
+            "min_items": "minItems",
+            "max_items": "maxItems",
+            "format": "format",
+        }
+        for field, keyword in names.items():
+            value = getattr(self, field)
+            if value is not None:
+                out[keyword] = value
+        return out
+
+
+ResourceCheck = Literal["tenant", "grant", "owner"]
+
+
+class ResourceRule(_Strict):
+    """Binds the value(s) at an argument path to a resource the principal must be allowed to touch.
+
+    `path` is dotted, with `[*]` for every item of a list: `contact_id`, `to[*]`,
+    `attachments[*].file_id`. Checks: `tenant` (the resource lives in the principal's tenant),
+    `grant` (the id is in the principal's grants for `type`), `owner` (the principal owns it).
+    For `type: tenant` the value itself is a tenant id and must be the principal's.
+    """
+
+    path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+(\[\*\])?(\.[A-Za-z0-9_]+(\[\*\])?)*$")]
+    type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+    checks: list[ResourceCheck] = Field(default_factory=lambda: ["tenant"], min_length=1)
+    required: bool = True
+
+
+class ToolPolicy(_Strict):
+    """Everything the guard needs to know about one tool."""
+
+    description: str | None = None
+    risk: Risk
+    scopes: list[Scope] = Field(default_factory=list)
+    confirmation: Confirmation = Confirmation.NONE
+    egress: bool = False
+    output_trust: Trust = Trust.UNTRUSTED
+    roles: list[NonEmpty] | None = None
+    tenants: list[NonEmpty] | None = None
+    resources: list[ResourceRule] = Field(default_factory=list)
+    args: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")], ArgConstraint] = Field(
+        default_factory=dict
+    )
+    max_args_bytes: int | None = Field(default=None, gt=0)
+
+
+class RolePolicy(_Strict):
+    """What a role grants: scopes, and the highest risk it may reach without / with approval."""
+
+    description: str | None = None
+    scopes: list[Scope] = Field(default_factory=list)
+    max_risk: Risk = Risk.LOW
+    approval_ceiling: Risk = Risk.CRITICAL
+
+    @model_validator(mode="after")
+    def _ceiling(self) -> RolePolicy:
+        if self.max_risk is Risk.FORBIDDEN_FOR_AI or self.approval_ceiling is Risk.FORBIDDEN_FOR_AI:
+            raise ValueError("'forbidden_for_ai' cannot be reached by any role")
+        if self.approval_ceiling.rank < self.max_risk.rank:
+            raise ValueError(
+                f"approval_ceiling ({self.approval_ceiling.value}) is below max_risk "
+                f"({self.max_risk.value})"
+            )
+        return self
+
+
+class Limits(_Strict):
+    """Bounds that keep hostile input cheap to refuse."""
+
+    max_args_bytes: int = Field(default=64 * 1024, gt=0, le=16 * 1024 * 1024)
+    max_depth: int = Field(default=32, gt=0, le=256)
+    max_nodes: int = Field(default=10_000, gt=0)
+    max_invalid_calls_per_run: int = Field(default=3, ge=1)
+
+
+def default_roles() -> dict[str, RolePolicy]:
+    """The five roles agentguard ships with; a policy that lists `roles` replaces them."""
+    return {
+        "admin": RolePolicy(
+            description="Everything; high-risk calls without approval, critical with.",
+            scopes=["*"],
+            max_risk=Risk.HIGH,
+        ),
+        "manager": RolePolicy(
+            description="Read, write and send; medium risk without approval.",
+            scopes=["*:read", "*:write", "*:send"],
+            max_risk=Risk.MEDIUM,
+        ),
+        "employee": RolePolicy(
+            description="Read and write; medium risk without approval, up to high with.",
+            scopes=["*:read", "*:write", "*:send"],
+            max_risk=Risk.MEDIUM,
+            approval_ceiling=Risk.HIGH,
+        ),
+        "viewer": RolePolicy(
+            description="Read only; low risk.",
+            scopes=["*:read"],
+            max_risk=Risk.LOW,
+            approval_ceiling=Risk.LOW,
+        ),
+        "external_client": RolePolicy(
+            description="Nothing unless a tool's scopes are granted explicitly.",
+            scopes=[],
+            max_risk=Risk.LOW,
+            approval_ceiling=Risk.LOW,
+        ),
+    }
+
+
+class Policy(_Strict):
+    """A versioned policy. Build it in Python or load it with `load_policy` from YAML."""
+
+    version: NonEmpty
+    description: str | None = None
+    roles: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")], RolePolicy] = Field(
+        default_factory=default_roles
+    )
+    tools: dict[ToolName, ToolPolicy] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="after")
+    def _references(self) -> Policy:
+        problems = []
+        for name, tool in self.tools.items():
+            for role in tool.roles or []:
+                if role not in self.roles:
+                    problems.append(f"tools.{name}.roles: unknown role '{role}'")
+            if tool.risk is Risk.FORBIDDEN_FOR_AI and tool.confirmation not in (
+                Confirmation.NONE,
+                Confirmation.NOT_ALLOWED_FOR_AI,
+            ):
+                problems.append(
+                    f"tools.{name}: risk 'forbidden_for_ai' contradicts confirmation "
+                    f"'{tool.confirmation.value}' (it can never be approved)"
+                )
+        if not self.roles:
+            problems.append("roles: at least one role is needed")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def tool(self, name: str) -> ToolPolicy | None:
+        return self.tools.get(name)
