@@ -7,6 +7,7 @@ denial: the guard fails closed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import secrets
@@ -123,11 +124,33 @@ def _safe_name(name: Any) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
+def _walk_digest(value: Any, max_nodes: int = 1_000_000) -> str:
+    """Iterative digest for arguments too deep or odd for canonical JSON (no recursion)."""
+    h = hashlib.sha256()
+    stack: list[Any] = [value]
+    nodes = 0
+    while stack and nodes < max_nodes:
+        item = stack.pop()
+        nodes += 1
+        if isinstance(item, dict):
+            h.update(b"{%d" % len(item))
+            for k, v in item.items():
+                h.update(b"k" + str(k).encode("utf-8", "surrogatepass")[:4096])
+                stack.append(v)
+        elif isinstance(item, list):
+            h.update(b"[%d" % len(item))
+            stack.extend(item)
+        else:
+            h.update(b"v" + type(item).__name__.encode() + str(item)[:4096].encode("utf-8", "surrogatepass"))
+    return "sha256-walk:" + h.hexdigest()
+
+
 def _input_hash(args: Any) -> str:
+    """Canonical digest (what approvals bind to) when the arguments are plain JSON."""
     try:
         return digest(args)
-    except Exception:  # not JSON: still hash something stable for the record
-        return digest(repr(args))
+    except Exception:  # not JSON, or nested past the recursion limit
+        return _walk_digest(args)
 
 
 class Guard:
@@ -308,7 +331,13 @@ class Guard:
             return self._deny(
                 info,
                 None,
-                [Reason("identity.missing", Level.IDENTITY, f"no trusted identity: {exc}")],
+                [
+                    Reason(
+                        "identity.missing",
+                        Level.IDENTITY,
+                        f"no trusted identity (missing: {', '.join(exc.missing) or '?'}): {exc}",
+                    )
+                ],
             )
 
         name = info.name
