@@ -65,7 +65,12 @@ def test_tenant_argument_must_be_the_principals(guard: Guard) -> None:
 
 
 def test_tool_enabled_only_for_some_tenants() -> None:
-    policy = {"version": "1", "tools": {"search_contacts": {"risk": "low", "scopes": ["contacts:read"], "tenants": ["globex"]}}}
+    policy = {
+        "version": "1",
+        "tools": {
+            "search_contacts": {"risk": "low", "scopes": ["contacts:read"], "tenants": ["globex"]}
+        },
+    }
     g = Guard(policy)
     v = decide(g, ALICE, "search_contacts", {"query": "x"})
     assert v.decision is Decision.DENY and "[tenant]" in v.primary_reason.detail
@@ -74,7 +79,10 @@ def test_tool_enabled_only_for_some_tenants() -> None:
 def test_tool_scope_missing_and_token_scopes_only_narrow(guard: Guard) -> None:
     narrowed = ALICE.model_copy(update={"scopes": frozenset({"contacts:read"})})
     v = decide(guard, narrowed, "send_email", {"to": "a@b.c", "subject": "s", "body": "b"})
-    assert v.decision is Decision.DENY and "[tool_scope] missing scope(s): emails:send" in v.primary_reason.detail
+    assert (
+        v.decision is Decision.DENY
+        and "[tool_scope] missing scope(s): emails:send" in v.primary_reason.detail
+    )
     # '*' in the principal's own scopes cannot widen the viewer role
     greedy = VIEWER.model_copy(update={"scopes": frozenset({"*"})})
     v = decide(guard, greedy, "send_email", {"to": "a@b.c", "subject": "s", "body": "b"})
@@ -99,7 +107,9 @@ def test_resource_scope_grant(guard: Guard) -> None:
 
 
 def test_owner_check_and_approval_together(guard: Guard) -> None:
-    mine = decide(guard, ADMIN.model_copy(update={"user": "alice"}), "delete_contact", {"contact_id": "c-1"})
+    mine = decide(
+        guard, ADMIN.model_copy(update={"user": "alice"}), "delete_contact", {"contact_id": "c-1"}
+    )
     assert mine.decision is Decision.APPROVE_FIRST
     assert mine.approval.kind is Confirmation.FOUR_EYES
     theirs = decide(guard, ADMIN, "delete_contact", {"contact_id": "c-2"})
@@ -113,7 +123,12 @@ def test_forbidden_for_ai_is_hidden_and_refused_for_everyone(guard: Guard) -> No
 
 
 def test_risk_above_ceiling_is_refused_and_above_max_needs_admin() -> None:
-    policy = {"version": "1", "tools": {"send_email": {"risk": "high", "scopes": ["emails:send"], "confirmation": "confirm"}}}
+    policy = {
+        "version": "1",
+        "tools": {
+            "send_email": {"risk": "high", "scopes": ["emails:send"], "confirmation": "confirm"}
+        },
+    }
     g = Guard(policy)
     args = {"to": "a@b.c", "subject": "s", "body": "b"}
     # employee: max_risk medium, ceiling high → approval, and admin approval outranks confirm
@@ -123,13 +138,29 @@ def test_risk_above_ceiling_is_refused_and_above_max_needs_admin() -> None:
     assert {r.code for r in v.approval.reasons} == {"risk.needs_approval", "confirmation.confirm"}
     # manager: ceiling critical but max medium → approval; admin: within max → only confirm
     assert decide(g, ADMIN, "send_email", args).approval.kind is Confirmation.CONFIRM
-    crit = Guard({"version": "1", "tools": {"send_email": {"risk": "critical", "scopes": ["emails:send"], "confirmation": "confirm"}}})
+    crit = Guard(
+        {
+            "version": "1",
+            "tools": {
+                "send_email": {
+                    "risk": "critical",
+                    "scopes": ["emails:send"],
+                    "confirmation": "confirm",
+                }
+            },
+        }
+    )
     v = decide(crit, ALICE, "send_email", args)
     assert v.decision is Decision.DENY and "[risk]" in v.primary_reason.detail
 
 
 def test_not_allowed_for_ai_confirmation() -> None:
-    g = Guard({"version": "1", "tools": {"search_contacts": {"risk": "low", "confirmation": "not_allowed_for_ai"}}})
+    g = Guard(
+        {
+            "version": "1",
+            "tools": {"search_contacts": {"risk": "low", "confirmation": "not_allowed_for_ai"}},
+        }
+    )
     v = decide(g, ADMIN, "search_contacts", {"query": "x"})
     assert v.decision is Decision.DENY and "[confirmation]" in v.primary_reason.detail
 
@@ -168,12 +199,28 @@ def test_resolver_is_required_and_its_failure_denies() -> None:
 
 
 def test_resource_value_of_wrong_type_is_refused() -> None:
-    policy = {"version": "1", "tools": {"send_bulk": {"risk": "low", "scopes": ["emails:send"], "resources": [{"path": "recipients[*].email", "type": "mailbox", "checks": ["grant"]}]}}}
+    policy = {
+        "version": "1",
+        "tools": {
+            "send_bulk": {
+                "risk": "low",
+                "scopes": ["emails:send"],
+                "resources": [
+                    {"path": "recipients[*].email", "type": "mailbox", "checks": ["grant"]}
+                ],
+            }
+        },
+    }
     g = Guard(policy)
     who = ALICE.model_copy(update={"grants": {"mailbox": frozenset({"a@acme.example"})}})
     ok = decide(g, who, "send_bulk", {"recipients": [{"email": "a@acme.example"}], "subject": "s"})
     assert ok.decision is Decision.ALLOW
-    v = decide(g, who, "send_bulk", {"recipients": [{"email": "a@acme.example"}, {"email": "x@evil.example"}], "subject": "s"})
+    v = decide(
+        g,
+        who,
+        "send_bulk",
+        {"recipients": [{"email": "a@acme.example"}, {"email": "x@evil.example"}], "subject": "s"},
+    )
     assert v.decision is Decision.DENY and "recipients[1].email" in v.model_message
 
 
@@ -194,7 +241,9 @@ def test_external_decision_point_decides_but_cannot_lift_the_floor() -> None:
     assert pdp.requests[-1].args == {"to": "a@b.c", "subject": "s", "body": "b"}
     assert any(r.is_visibility for r in pdp.requests)
     # forbidden_for_ai stays forbidden whatever the engine says
-    assert decide(g, ADMIN, "wire_funds", {"iban": "x", "amount_cents": 1}).decision is Decision.DENY
+    assert (
+        decide(g, ADMIN, "wire_funds", {"iban": "x", "amount_cents": 1}).decision is Decision.DENY
+    )
     # schema strictness is not the engine's to waive
     bad = decide(g, VIEWER, "send_email", {"to": "a@b.c", "subject": "s", "body": "b", "x": 1})
     assert bad.decision is Decision.DENY
@@ -204,7 +253,9 @@ class DenyWithReason:
     def decide(self, request: AuthzRequest) -> AuthzResult:
         if request.is_visibility:
             return AuthzResult()
-        return AuthzResult(denials=(Reason("cedar.forbid", Level.RESOURCE_SCOPE, "forbidden by cedar"),))
+        return AuthzResult(
+            denials=(Reason("cedar.forbid", Level.RESOURCE_SCOPE, "forbidden by cedar"),)
+        )
 
 
 class Exploding:
@@ -213,8 +264,9 @@ class Exploding:
 
 
 def test_external_engine_denials_and_failures() -> None:
-    v = decide(Guard(POLICY, decision_point=DenyWithReason()), ALICE, "search_contacts", {"query": "x"})
+    v = decide(
+        Guard(POLICY, decision_point=DenyWithReason()), ALICE, "search_contacts", {"query": "x"}
+    )
     assert v.decision is Decision.DENY and v.primary_reason.code == "cedar.forbid"
     v = decide(Guard(POLICY, decision_point=Exploding()), ALICE, "search_contacts", {"query": "x"})
     assert v.decision is Decision.DENY  # engine down: fail closed
-

@@ -78,7 +78,9 @@ def _config(thread: str = "t1") -> dict[str, Any]:
 def test_guarded_tool_node_sync(guard: Guard) -> None:
     model = ScriptedChatModel(turns=script())
     graph = build_graph(model, guard)
-    result = graph.invoke({"messages": [HumanMessage("go")]}, _config(), context={"principal": ALICE})
+    result = graph.invoke(
+        {"messages": [HumanMessage("go")]}, _config(), context={"principal": ALICE}
+    )
     assert_guarded_outcome(result)
     assert "export_contacts" not in model.seen_tools[0]
     assert "wire_funds" not in model.seen_tools[0]
@@ -88,7 +90,9 @@ def test_guarded_tool_node_sync(guard: Guard) -> None:
 async def test_guarded_tool_node_async(guard: Guard) -> None:
     model = ScriptedChatModel(turns=script())
     graph = build_graph(model, guard)
-    result = await graph.ainvoke({"messages": [HumanMessage("go")]}, _config(), context={"principal": ALICE})
+    result = await graph.ainvoke(
+        {"messages": [HumanMessage("go")]}, _config(), context={"principal": ALICE}
+    )
     assert_guarded_outcome(result)
 
 
@@ -97,7 +101,13 @@ def test_create_agent_middleware_sync(guard: Guard) -> None:
     agent = create_agent(model, ALL_TOOLS, middleware=[GuardMiddleware(guard)])
     result = agent.invoke({"messages": [HumanMessage("go")]}, context={"principal": ALICE})
     assert_guarded_outcome(result)
-    assert set(model.seen_tools[0]) == {"search_contacts", "get_contact", "send_email", "send_bulk", "project_report"}
+    assert set(model.seen_tools[0]) == {
+        "search_contacts",
+        "get_contact",
+        "send_email",
+        "send_bulk",
+        "project_report",
+    }
 
 
 async def test_create_agent_middleware_async(guard: Guard) -> None:
@@ -108,7 +118,9 @@ async def test_create_agent_middleware_async(guard: Guard) -> None:
 
 
 def test_viewer_sees_only_read_tools_and_cannot_call_send(guard: Guard) -> None:
-    model = ScriptedChatModel(turns=[ai_call("send_email", GOOD_EMAIL, "c1"), AIMessage(content="ok")])
+    model = ScriptedChatModel(
+        turns=[ai_call("send_email", GOOD_EMAIL, "c1"), AIMessage(content="ok")]
+    )
     agent = create_agent(model, ALL_TOOLS, middleware=[GuardMiddleware(guard)])
     result = agent.invoke({"messages": [HumanMessage("go")]}, context={"principal": VIEWER})
     assert set(model.seen_tools[0]) == {"search_contacts", "get_contact", "project_report"}
@@ -117,7 +129,9 @@ def test_viewer_sees_only_read_tools_and_cannot_call_send(guard: Guard) -> None:
 
 
 def test_no_identity_means_no_tools_and_no_runs(guard: Guard) -> None:
-    model = ScriptedChatModel(turns=[ai_call("search_contacts", {"query": "x"}, "c1"), AIMessage(content="ok")])
+    model = ScriptedChatModel(
+        turns=[ai_call("search_contacts", {"query": "x"}, "c1"), AIMessage(content="ok")]
+    )
     agent = create_agent(model, ALL_TOOLS, middleware=[GuardMiddleware(guard)])
     result = agent.invoke({"messages": [HumanMessage("go")]})
     assert model.seen_tools[0] is None  # nothing bound at all
@@ -126,7 +140,10 @@ def test_no_identity_means_no_tools_and_no_runs(guard: Guard) -> None:
 
 
 def test_forged_identity_in_tool_arguments_changes_nothing(guard: Guard) -> None:
-    forged = {"contact_id": "c-9", "principal": {"tenant": "globex", "user": "dana", "role": "admin"}}
+    forged = {
+        "contact_id": "c-9",
+        "principal": {"tenant": "globex", "user": "dana", "role": "admin"},
+    }
     model = ScriptedChatModel(turns=[ai_call("get_contact", forged, "c1"), AIMessage(content="ok")])
     agent = create_agent(model, ALL_TOOLS, middleware=[GuardMiddleware(guard)])
     result = agent.invoke({"messages": [HumanMessage("go")]}, context={"principal": ALICE})
@@ -136,7 +153,9 @@ def test_forged_identity_in_tool_arguments_changes_nothing(guard: Guard) -> None
 
 def test_approval_required_is_refused_clearly_until_approvals_exist(guard: Guard) -> None:
     admin_alice = ALICE.model_copy(update={"role": "admin"})
-    model = ScriptedChatModel(turns=[ai_call("delete_contact", {"contact_id": "c-1"}, "c1"), AIMessage(content="ok")])
+    model = ScriptedChatModel(
+        turns=[ai_call("delete_contact", {"contact_id": "c-1"}, "c1"), AIMessage(content="ok")]
+    )
     agent = create_agent(model, ALL_TOOLS, middleware=[GuardMiddleware(guard)])
     result = agent.invoke({"messages": [HumanMessage("go")]}, context={"principal": admin_alice})
     msg = tool_messages(result)[0]
@@ -156,9 +175,16 @@ def test_too_many_invalid_calls_stop_the_run(guard: Guard) -> None:
 
 def test_a_new_user_turn_resets_the_invalid_call_budget(guard: Guard) -> None:
     turns = [ai_call("nope", {}, "a1"), ai_call("nope", {}, "a2"), AIMessage(content="sorry")] * 2
-    agent = create_agent(ScriptedChatModel(turns=turns), ALL_TOOLS, middleware=[GuardMiddleware(guard)], checkpointer=InMemorySaver())
+    agent = create_agent(
+        ScriptedChatModel(turns=turns),
+        ALL_TOOLS,
+        middleware=[GuardMiddleware(guard)],
+        checkpointer=InMemorySaver(),
+    )
     for _ in range(2):
-        agent.invoke({"messages": [HumanMessage("go")]}, _config("budget"), context={"principal": ALICE})
+        agent.invoke(
+            {"messages": [HumanMessage("go")]}, _config("budget"), context={"principal": ALICE}
+        )
 
 
 def test_user_error_handling_never_swallows_a_guard_stop(guard: Guard) -> None:
@@ -183,7 +209,10 @@ def test_user_wrappers_run_inside_the_guard(guard: Guard) -> None:
 def test_wrapped_tools_with_tool_calls_and_plain_arguments(guard: Guard) -> None:
     tools = {t.name: t for t in guard.wrap_tools(ALL_TOOLS)}
     send = tools["send_email"]
-    assert send.tool_call_schema.model_json_schema() == ALL_TOOLS[2].tool_call_schema.model_json_schema()
+    assert (
+        send.tool_call_schema.model_json_schema()
+        == ALL_TOOLS[2].tool_call_schema.model_json_schema()
+    )
     with acting_for(ALICE):
         msg = send.invoke(call("send_email", {**GOOD_EMAIL, "cc": "x"}, "w1"))
         assert isinstance(msg, ToolMessage) and msg.status == "error"
@@ -228,7 +257,9 @@ def test_wrapped_tools_inside_a_plain_tool_node(guard: Guard) -> None:
 
 
 def test_audit_records_decisions_and_executions(guard: Guard) -> None:
-    agent = create_agent(ScriptedChatModel(turns=script()), ALL_TOOLS, middleware=[GuardMiddleware(guard)])
+    agent = create_agent(
+        ScriptedChatModel(turns=script()), ALL_TOOLS, middleware=[GuardMiddleware(guard)]
+    )
     agent.invoke({"messages": [HumanMessage("go")]}, context={"principal": ALICE})
     rows = [(e.event, e.tool, e.result) for e in guard.audit.events()]
     assert rows == [

@@ -34,10 +34,18 @@ def test_no_identity_refuses_every_call_and_says_what_is_missing(guard: Guard) -
 
 
 def test_hidden_tool_answers_exactly_like_a_missing_one(guard: Guard) -> None:
-    hidden = guard.check(call("export_contacts", {"format": "csv"}), ctx_for(ALICE), tools_by_name())
-    missing = guard.check(call("export_contactz", {"format": "csv"}), ctx_for(ALICE), tools_by_name())
-    assert hidden.model_message == missing.model_message.replace("export_contactz", "export_contacts")
-    assert hidden.model_message.startswith("Error: export_contacts is not a valid tool, try one of [")
+    hidden = guard.check(
+        call("export_contacts", {"format": "csv"}), ctx_for(ALICE), tools_by_name()
+    )
+    missing = guard.check(
+        call("export_contactz", {"format": "csv"}), ctx_for(ALICE), tools_by_name()
+    )
+    assert hidden.model_message == missing.model_message.replace(
+        "export_contactz", "export_contacts"
+    )
+    assert hidden.model_message.startswith(
+        "Error: export_contacts is not a valid tool, try one of ["
+    )
     assert "export_contacts," not in hidden.model_message.split("[", 1)[1]
     events = list(guard.audit.events())
     assert [e.reason for e in events[-2:]] == ["tool.hidden", "tool.unknown"]
@@ -54,7 +62,9 @@ def test_policy_tool_without_implementation_is_unknown(guard: Guard) -> None:
     assert v.primary_reason.code == "tool.unknown"
 
 
-@pytest.mark.parametrize("name", ["send_emaіl", "send_email\u200b", "", "x" * 500, None, 7, "../etc"])
+@pytest.mark.parametrize(
+    "name", ["send_ema\u0456l", "send_email\u200b", "", "x" * 500, None, 7, "../etc"]
+)
 def test_odd_tool_names_are_unknown(guard: Guard, name: Any) -> None:
     v = guard.check({"name": name, "args": {}, "id": "1"}, ctx_for(ALICE), tools_by_name())
     assert v.decision is Decision.DENY and v.primary_reason.code == "tool.unknown"
@@ -72,8 +82,16 @@ def test_visibility_matches_enforcement(guard: Guard) -> None:
 
 def test_audit_event_holds_hashes_and_shapes_never_values(guard: Guard) -> None:
     secret = "4111 1111 1111 1111"
-    guard.check(call("send_email", {"to": "a@b.c", "subject": "s", "body": secret}), ctx_for(ALICE), tools_by_name())
-    guard.check(call("send_email", {"to": "a@b.c", "subject": "s", "body": secret, "x": secret}), ctx_for(ALICE), tools_by_name())
+    guard.check(
+        call("send_email", {"to": "a@b.c", "subject": "s", "body": secret}),
+        ctx_for(ALICE),
+        tools_by_name(),
+    )
+    guard.check(
+        call("send_email", {"to": "a@b.c", "subject": "s", "body": secret, "x": secret}),
+        ctx_for(ALICE),
+        tools_by_name(),
+    )
     events = list(guard.audit.events())
     dumped = json.dumps([e.model_dump() for e in events])
     assert secret not in dumped and "a@b.c" not in dumped
@@ -101,14 +119,20 @@ class Redact:
     def evaluate(self, call: CheckInput) -> CheckResult:
         if call.tool != "send_email":
             return CheckResult()
-        return CheckResult(args={**call.args, "body": "[redacted]"}, annotations={"redacted": ["body"]})
+        return CheckResult(
+            args={**call.args, "body": "[redacted]"}, annotations={"redacted": ["body"]}
+        )
 
 
 class NeedsStepUp:
     name = "step-up"
 
     def evaluate(self, call: CheckInput) -> CheckResult:
-        return CheckResult(approval=Approval(Confirmation.STEP_UP, (Reason("x.step", Level.CONFIRMATION, "new device"),)))
+        return CheckResult(
+            approval=Approval(
+                Confirmation.STEP_UP, (Reason("x.step", Level.CONFIRMATION, "new device"),)
+            )
+        )
 
 
 class Boom:
@@ -124,7 +148,12 @@ def test_extra_checks_transform_escalate_or_fail_closed() -> None:
     v = g.check(call("send_email", args), ctx_for(ALICE), tools_by_name())
     assert v.decision is Decision.ALLOW_WITH and v.args["body"] == "[redacted]"
     assert v.annotations == {"redacted": ["body"]}
-    assert v.input_hash != g.check(call("send_email", {**args, "body": "other"}), ctx_for(ALICE), tools_by_name()).input_hash
+    assert (
+        v.input_hash
+        != g.check(
+            call("send_email", {**args, "body": "other"}), ctx_for(ALICE), tools_by_name()
+        ).input_hash
+    )
 
     g = Guard(POLICY, resources={"contact": CONTACTS.get}, checks=[NeedsStepUp()])
     v = g.check(call("send_email", args), ctx_for(ALICE), tools_by_name())
@@ -152,7 +181,9 @@ def test_checks_do_not_run_for_calls_already_denied() -> None:
 
 
 def test_invalid_call_budget_counts_per_run() -> None:
-    g = Guard({**POLICY, "limits": {"max_invalid_calls_per_run": 2}}, resources={"contact": CONTACTS.get})
+    g = Guard(
+        {**POLICY, "limits": {"max_invalid_calls_per_run": 2}}, resources={"contact": CONTACTS.get}
+    )
     ctx = ctx_for(ALICE)
     from dataclasses import replace
 
@@ -170,6 +201,8 @@ def test_audit_chain_of_a_guarded_session_verifies() -> None:
     sink = MemorySink()
     g = Guard(POLICY, audit=AuditLog(sink, key), resources={"contact": CONTACTS.get})
     for i in range(5):
-        g.check(call("search_contacts", {"query": str(i)}, f"c{i}"), ctx_for(ALICE), tools_by_name())
+        g.check(
+            call("search_contacts", {"query": str(i)}, f"c{i}"), ctx_for(ALICE), tools_by_name()
+        )
     assert verify_events(list(sink.read()), key).ok
     assert isinstance(next(iter(g.audit.events())), AuditEvent)

@@ -8,6 +8,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import ValidationError
 
 from agentguard import CallContext, FromContext, FromJWT, FromServerAuth, IdentityError, Principal
 from agentguard.identity import acting_for
@@ -59,7 +60,9 @@ def test_malformed_identity_is_refused(bad: dict[str, Any]) -> None:
 def test_mappings_can_be_refused_for_stricter_hosts() -> None:
     src = FromContext(accept_mappings=False)
     with pytest.raises(IdentityError, match="not a Principal"):
-        src.resolve(CallContext(runtime_context={"principal": {"tenant": "t", "user": "u", "role": "r"}}))
+        src.resolve(
+            CallContext(runtime_context={"principal": {"tenant": "t", "user": "u", "role": "r"}})
+        )
 
 
 def test_acting_for_binds_outside_a_graph_and_conflicts_are_refused() -> None:
@@ -74,14 +77,19 @@ def test_acting_for_binds_outside_a_graph_and_conflicts_are_refused() -> None:
 
 
 def test_principal_is_immutable() -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         ALICE.role = "admin"  # type: ignore[misc]
 
 
 def test_server_auth_user_maps_to_principal() -> None:
     from langgraph_sdk.auth.types import StudioUser  # noqa: F401  (the SDK is installed)
 
-    user = {"identity": "alice", "tenant": "acme", "role": "employee", "permissions": ["emails:send"]}
+    user = {
+        "identity": "alice",
+        "tenant": "acme",
+        "role": "employee",
+        "permissions": ["emails:send"],
+    }
     p = FromServerAuth().resolve(CallContext(server_user=user))
     assert (p.user, p.tenant, p.scopes) == ("alice", "acme", frozenset({"emails:send"}))
     with pytest.raises(IdentityError, match="no authenticated server user"):
@@ -91,7 +99,9 @@ def test_server_auth_user_maps_to_principal() -> None:
 
 
 def test_server_user_from_config_key() -> None:
-    config = {"configurable": {"langgraph_auth_user": {"identity": "u", "tenant": "t", "role": "viewer"}}}
+    config = {
+        "configurable": {"langgraph_auth_user": {"identity": "u", "tenant": "t", "role": "viewer"}}
+    }
     ctx = CallContext.from_langgraph(None, config=config)
     assert FromServerAuth().resolve(ctx).user == "u"
 
@@ -110,7 +120,15 @@ def _jwt_src(key: Any = SECRET, algs: tuple[str, ...] = ("HS256",)) -> FromJWT:
 
 
 def test_jwt_identity_verified() -> None:
-    token = _token({"sub": "alice", "tenant": "acme", "role": "employee", "scope": "a:read b:write", "azp": "web"})
+    token = _token(
+        {
+            "sub": "alice",
+            "tenant": "acme",
+            "role": "employee",
+            "scope": "a:read b:write",
+            "azp": "web",
+        }
+    )
     p = _jwt_src().resolve(CallContext(runtime_context={"identity_token": token}))
     assert (p.user, p.tenant, p.role, p.client_id) == ("alice", "acme", "employee", "web")
     assert p.scopes == frozenset({"a:read", "b:write"})
@@ -136,7 +154,9 @@ def test_jwt_es256_with_real_keys() -> None:
         ({"sub": "a", "tenant": "t", "role": "r"}, "a-different-secret-of-32-bytes!!"),
     ],
 )
-def test_jwt_forged_expired_or_misaddressed_tokens_are_refused(claims: dict[str, Any], key: str) -> None:
+def test_jwt_forged_expired_or_misaddressed_tokens_are_refused(
+    claims: dict[str, Any], key: str
+) -> None:
     with pytest.raises(IdentityError, match="rejected"):
         _jwt_src().resolve(CallContext(runtime_context={"identity_token": _token(claims, key)}))
 
@@ -148,6 +168,8 @@ def test_jwt_alg_none_and_missing_claims() -> None:
     with pytest.raises(IdentityError):
         _jwt_src().resolve(CallContext(runtime_context={"identity_token": unsigned}))
     with pytest.raises(IdentityError, match="missing tenant"):
-        _jwt_src().resolve(CallContext(runtime_context={"identity_token": _token({"sub": "a", "role": "r"})}))
+        _jwt_src().resolve(
+            CallContext(runtime_context={"identity_token": _token({"sub": "a", "role": "r"})})
+        )
     with pytest.raises(IdentityError, match="no identity token"):
         _jwt_src().resolve(CallContext(runtime_context={}))

@@ -36,10 +36,22 @@ def test_default_roles_are_there_out_of_the_box() -> None:
         ("version: '1'\ntools:\n  t: {risk: low, confirmation: maybe}\n", "confirmation"),
         ("version: '1'\nversoin: '2'\n", "versoin: unknown key"),
         ("tools: {}\n", "version: Field required"),
-        ("version: '1'\ntools:\n  t: {risk: low, roles: [superuser]}\n", "unknown role 'superuser'"),
-        ("version: '1'\ntools:\n  t: {risk: low, args: {a: {min_length: 5, max_length: 2}}}\n", "nothing could match"),
-        ("version: '1'\ntools:\n  t: {risk: low, args: {a: {pattern: '(['}}}\n", "pattern does not compile"),
-        ("version: '1'\ntools:\n  t: {risk: forbidden_for_ai, confirmation: confirm}\n", "contradicts"),
+        (
+            "version: '1'\ntools:\n  t: {risk: low, roles: [superuser]}\n",
+            "unknown role 'superuser'",
+        ),
+        (
+            "version: '1'\ntools:\n  t: {risk: low, args: {a: {min_length: 5, max_length: 2}}}\n",
+            "nothing could match",
+        ),
+        (
+            "version: '1'\ntools:\n  t: {risk: low, args: {a: {pattern: '(['}}}\n",
+            "pattern does not compile",
+        ),
+        (
+            "version: '1'\ntools:\n  t: {risk: forbidden_for_ai, confirmation: confirm}\n",
+            "contradicts",
+        ),
         ("version: '1'\nroles: {r: {max_risk: high, approval_ceiling: low}}\n", "below max_risk"),
         ("version: '1'\ntools:\n  'bad name!': {risk: low}\n", "bad name!"),
         ("version: '1'\ntools:\n  t: {risk: low, scopes: ['emails send']}\n", "scopes"),
@@ -138,7 +150,9 @@ def test_shipped_demo_policy_lints_clean() -> None:
 
 def test_exported_json_schema_is_committed_and_current() -> None:
     committed = json.loads((ROOT / "schema" / "policy.schema.json").read_text())
-    assert committed == policy_json_schema(), "run: agentguard policy schema -o schema/policy.schema.json"
+    assert committed == policy_json_schema(), (
+        "run: agentguard policy schema -o schema/policy.schema.json"
+    )
 
 
 def test_json_schema_rejects_what_the_loader_rejects() -> None:

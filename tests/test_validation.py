@@ -24,7 +24,11 @@ def test_valid_call_is_allowed_with_exact_arguments(guard: Guard) -> None:
 
 
 def test_unknown_extra_argument_is_refused_and_named(guard: Guard) -> None:
-    v = check(guard, "send_email", {"to": "b@a.example", "subject": "s", "body": "b", "bcc": "x@evil.example"})
+    v = check(
+        guard,
+        "send_email",
+        {"to": "b@a.example", "subject": "s", "body": "b", "bcc": "x@evil.example"},
+    )
     assert v.decision is Decision.DENY
     assert v.primary_reason.level is Level.SCHEMA
     assert "unexpected argument 'bcc'" in v.model_message
@@ -43,7 +47,9 @@ def test_unknown_extra_argument_is_refused_and_named(guard: Guard) -> None:
         ({}, "'query' is a required property"),
     ],
 )
-def test_no_type_coercion_and_policy_bounds(guard: Guard, args: dict[str, Any], fragment: str) -> None:
+def test_no_type_coercion_and_policy_bounds(
+    guard: Guard, args: dict[str, Any], fragment: str
+) -> None:
     v = check(guard, "search_contacts", args)
     assert v.decision is Decision.DENY, args
     assert fragment in v.model_message
@@ -57,7 +63,9 @@ def test_policy_pattern_applies(guard: Guard) -> None:
 def test_nested_objects_are_closed_too(guard: Guard) -> None:
     ok = check(guard, "send_bulk", {"recipients": [{"email": "a@b.c"}], "subject": "s"})
     assert ok.decision is Decision.ALLOW
-    v = check(guard, "send_bulk", {"recipients": [{"email": "a@b.c", "cc": "x@y.z"}], "subject": "s"})
+    v = check(
+        guard, "send_bulk", {"recipients": [{"email": "a@b.c", "cc": "x@y.z"}], "subject": "s"}
+    )
     assert v.decision is Decision.DENY
     assert "recipients[0]: unexpected argument 'cc'" in v.model_message
 
@@ -95,17 +103,31 @@ def test_huge_and_deep_arguments_are_refused_cheaply(guard: Guard) -> None:
 
 
 def test_per_tool_size_limit_is_not_above_the_global_one() -> None:
-    policy = {**POLICY, "tools": {**POLICY["tools"], "search_contacts": {"risk": "low", "scopes": ["contacts:read"], "max_args_bytes": 20}}}
+    policy = {
+        **POLICY,
+        "tools": {
+            **POLICY["tools"],
+            "search_contacts": {"risk": "low", "scopes": ["contacts:read"], "max_args_bytes": 20},
+        },
+    }
     g = Guard(policy, resources={"contact": dict().get})
     v = g.check(call("search_contacts", {"query": "x" * 30}), ctx_for(ALICE), tools_by_name())
     assert v.primary_reason.code == "schema.too_large"
 
 
 def test_policy_constraint_on_an_argument_the_tool_lacks_fails_at_start_up() -> None:
-    policy = {"version": "1", "tools": {"send_email": {"risk": "low", "args": {"too": {"max_length": 3}}}}}
+    policy = {
+        "version": "1",
+        "tools": {"send_email": {"risk": "low", "args": {"too": {"max_length": 3}}}},
+    }
     with pytest.raises(ConfigurationError, match="'too', which the tool does not have"):
         Guard(policy).prepare(ALL_TOOLS)
-    bad_rule = {"version": "1", "tools": {"send_email": {"risk": "low", "resources": [{"path": "recipient", "type": "tenant"}]}}}
+    bad_rule = {
+        "version": "1",
+        "tools": {
+            "send_email": {"risk": "low", "resources": [{"path": "recipient", "type": "tenant"}]}
+        },
+    }
     with pytest.raises(ConfigurationError, match="no argument 'recipient'"):
         Guard(bad_rule).prepare(ALL_TOOLS)
 
@@ -117,6 +139,8 @@ def test_injected_arguments_cannot_be_supplied_by_the_model() -> None:
         return user_id
 
     g = Guard({"version": "1", "tools": {"whoami": {"risk": "low"}}})
-    v = g.check(call("whoami", {"note": "n", "user_id": "admin"}), ctx_for(ALICE), {"whoami": whoami})
+    v = g.check(
+        call("whoami", {"note": "n", "user_id": "admin"}), ctx_for(ALICE), {"whoami": whoami}
+    )
     assert v.decision is Decision.DENY
     assert "unexpected argument 'user_id'" in v.model_message

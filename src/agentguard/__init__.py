@@ -96,8 +96,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ArgConstraint",
     "Approval",
+    "ArgConstraint",
     "AuditLog",
     "AuditUnavailable",
     "AuthzRequest",
@@ -107,8 +107,8 @@ __all__ = [
     "Check",
     "CheckInput",
     "CheckResult",
-    "Confirmation",
     "ConfigurationError",
+    "Confirmation",
     "Decision",
     "DecisionPoint",
     "Delegation",

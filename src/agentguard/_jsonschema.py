@@ -86,8 +86,11 @@ def describe(error: ValidationError) -> str:
     where = field_path(error)
     kw = error.validator
     if kw == "additionalProperties":
-        allowed = sorted((error.schema.get("properties") or {}).keys())
-        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        allowed = sorted((schema.get("properties") or {}).keys())
+        extra = (
+            sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        )
         names = ", ".join(repr(e) for e in extra) or "an unknown field"
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return f"{where}: unexpected argument {names} is not allowed{hint}"

@@ -141,7 +141,11 @@ def _walk_digest(value: Any, max_nodes: int = 1_000_000) -> str:
             h.update(b"[%d" % len(item))
             stack.extend(item)
         else:
-            h.update(b"v" + type(item).__name__.encode() + str(item)[:4096].encode("utf-8", "surrogatepass"))
+            h.update(
+                b"v"
+                + type(item).__name__.encode()
+                + str(item)[:4096].encode("utf-8", "surrogatepass")
+            )
     return "sha256-walk:" + h.hexdigest()
 
 
@@ -547,4 +551,3 @@ class Guard:
             self.audit.append(event)
         except Exception as exc:
             raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
-

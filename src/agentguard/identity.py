@@ -88,9 +88,7 @@ def _principal_from_mapping(data: Mapping[str, Any], source: str) -> Principal:
         missing = sorted(
             {".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "missing"}
         )
-        bad = sorted(
-            {".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] != "missing"}
-        )
+        bad = sorted({".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] != "missing"})
         parts = []
         if missing:
             parts.append("missing " + ", ".join(missing))
@@ -201,7 +199,7 @@ class FromJWT:
         algorithms: Sequence[str],
         issuer: str,
         audience: str,
-        token_key: str = "identity_token",
+        token_key: str = "identity_token",  # noqa: S107 - a context key, not a secret
         tenant_claim: str = "tenant",
         leeway: float = 30.0,
     ) -> None:

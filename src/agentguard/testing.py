@@ -44,7 +44,7 @@ class ScriptedChatModel(BaseChatModel):
     def calls(self) -> int:
         return int(self._state["i"])
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
         names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
         bound = self.model_copy(update={"bound_tool_names": names})
         bound._state = self._state  # one script, however many bindings
@@ -61,7 +61,9 @@ class ScriptedChatModel(BaseChatModel):
         with self._lock:
             i = self._state["i"]
             if i >= len(self.turns):
-                raise RuntimeError(f"ScriptedChatModel: script has {len(self.turns)} turns, asked for more")
+                raise RuntimeError(
+                    f"ScriptedChatModel: script has {len(self.turns)} turns, asked for more"
+                )
             self._state["i"] = i + 1
             self._state["seen"].append(self.bound_tool_names)
         turn = self.turns[i]

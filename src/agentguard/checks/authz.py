@@ -104,7 +104,9 @@ class PolicyDecisionPoint:
         # 2. tenant (tool enabled for the tenant; resource tenancy is checked with resources)
         if tp.tenants is not None and p.tenant not in tp.tenants:
             denials.append(
-                Reason("tenant.not_enabled", Level.TENANT, "this tool is not enabled for your tenant")
+                Reason(
+                    "tenant.not_enabled", Level.TENANT, "this tool is not enabled for your tenant"
+                )
             )
         # 3. tool scope
         if role is not None:
@@ -127,7 +129,11 @@ class PolicyDecisionPoint:
         # 5. risk
         if tp.risk is Risk.FORBIDDEN_FOR_AI:
             denials.append(
-                Reason("risk.forbidden_for_ai", Level.RISK, "this tool may never be called by an AI agent")
+                Reason(
+                    "risk.forbidden_for_ai",
+                    Level.RISK,
+                    "this tool may never be called by an AI agent",
+                )
             )
         elif role is not None:
             if tp.risk.rank > role.approval_ceiling.rank:
@@ -218,7 +224,9 @@ class PolicyDecisionPoint:
                 out.extend(self._check_owned(p, rule, where, ident))
         return out
 
-    def _check_owned(self, p: Principal, rule: ResourceRule, where: str, ident: str) -> list[Reason]:
+    def _check_owned(
+        self, p: Principal, rule: ResourceRule, where: str, ident: str
+    ) -> list[Reason]:
         resolver = self.resolvers.get(rule.type)
         if resolver is None:
             return [

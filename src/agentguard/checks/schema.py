@@ -131,11 +131,15 @@ def _shape_problem(args: Any, limits: Limits, max_bytes: int) -> Reason | None:
         nodes += 1
         if nodes > limits.max_nodes:
             return Reason(
-                "schema.too_large", Level.SCHEMA, f"arguments have more than {limits.max_nodes} values"
+                "schema.too_large",
+                Level.SCHEMA,
+                f"arguments have more than {limits.max_nodes} values",
             )
         if depth > limits.max_depth:
             return Reason(
-                "schema.too_deep", Level.SCHEMA, f"arguments nest deeper than {limits.max_depth} levels"
+                "schema.too_deep",
+                Level.SCHEMA,
+                f"arguments nest deeper than {limits.max_depth} levels",
             )
         if isinstance(value, dict):
             for k, v in value.items():

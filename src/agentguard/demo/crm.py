@@ -49,7 +49,9 @@ def send_email(to: str, subject: str, body: str) -> str:
 @tool
 def export_contacts(format: Literal["csv", "json"]) -> str:
     """Export every contact."""
-    return "id,name,email\n" + "\n".join(f"{k},{v['name']},{v['email']}" for k, v in CONTACTS.items())
+    return "id,name,email\n" + "\n".join(
+        f"{k},{v['name']},{v['email']}" for k, v in CONTACTS.items()
+    )
 
 
 @tool

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypedDict
 
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -23,6 +23,13 @@ from agentguard.identity import CallContext
 from agentguard.integrations.langchain import GuardMiddleware
 from agentguard.policy.loader import load_policy
 from agentguard.testing import ScriptedChatModel
+
+
+class DemoContext(TypedDict):
+    """What the host application puts in the run context: who the agent acts for."""
+
+    principal: Principal
+
 
 USER_REQUEST = (
     "Find Bob Lee, email him that the meeting moved to 3pm, and pull up contact c-900 too."
@@ -95,7 +102,9 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
     )
     tools = crm.all_tools()
     model = ScriptedChatModel(turns=script())
-    agent = create_agent(model, tools, middleware=[GuardMiddleware(guard)])
+    agent = create_agent(
+        model, tools, middleware=[GuardMiddleware(guard)], context_schema=DemoContext
+    )
     alice = Principal(tenant="acme", user="alice", role="employee", agent_id="sales-assistant")
 
     say("agentguard demo: an offline sales assistant for Acme, with a scripted model.")
@@ -104,7 +113,10 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
         f"Acting for {alice.user}@{alice.tenant} (role {alice.role}), set by the host "
         "application in the run context, never by the model."
     )
-    visible = [t.name for t in guard.visible_tools(tools, CallContext(runtime_context={"principal": alice}))]
+    visible = [
+        t.name
+        for t in guard.visible_tools(tools, CallContext(runtime_context={"principal": alice}))
+    ]
     hidden = [t.name for t in tools if t.name not in visible]
     say(f"Tools the model is shown: {', '.join(visible)}")
     say(f"Tools hidden from it:     {', '.join(hidden)}")
@@ -131,7 +143,8 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
                     mark = msg.additional_kwargs.get("agentguard")
                     if mark:
                         outcomes.append(str(mark.get("level")))
-                        say(f"    guard: REFUSED ({mark.get('level')}); nothing ran. The model reads:")
+                        level = mark.get("level")
+                        say(f"    guard: REFUSED ({level}); nothing ran. The model reads:")
                         say.block(str(msg.content))
                     else:
                         outcomes.append("allowed")
@@ -168,10 +181,13 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
     say(f"Someone edits a copy, turning event {victim}'s 'deny' into 'allow'...")
     bad = verify_events(read_events(tampered), {"demo": key})
     say("$ agentguard audit verify " + str(tampered))
-    say(f"  {'OK' if bad.ok else 'TAMPERED'}: event #{bad.first_bad_index} (seq {bad.first_bad_seq}): {bad.reason}")
+    verdict = "OK" if bad.ok else "TAMPERED"
+    say(f"  {verdict}: event #{bad.first_bad_index} (seq {bad.first_bad_seq}): {bad.reason}")
     say()
     say(
-        "To verify yourself: AGENTGUARD_AUDIT_KEY=hex:" + key.hex() + " agentguard audit verify "
+        "To verify yourself: AGENTGUARD_AUDIT_KEY=hex:"
+        + key.hex()
+        + " agentguard audit verify "
         + str(audit_path)
     )
     expected = ["allowed", "schema", "allowed", "tool", "tenant"]

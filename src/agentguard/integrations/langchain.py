@@ -30,7 +30,7 @@ def _tool_choice_name(choice: Any) -> str | None:
     return None
 
 
-class GuardMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+class GuardMiddleware(AgentMiddleware[Any, Any, Any]):
     """`create_agent(..., middleware=[GuardMiddleware(guard)])`.
 
     `wrap_model_call` shows the model only the tools its principal may call (tools the guard
@@ -165,11 +165,13 @@ class GuardedTool(BaseTool):
             return refusal_message(verdict)
         raise CallRefused(verdict)
 
-    def _inner_input(self, verdict: Verdict, call: ToolCall | None, injected: dict[str, Any]) -> Any:
+    def _inner_input(
+        self, verdict: Verdict, call: ToolCall | None, injected: dict[str, Any]
+    ) -> Any:
         args = {**dict(verdict.args or {}), **injected}
         return {**call, "args": args} if call is not None else args
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         verdict, ctx, call, injected = self._decide(input, config)
         if verdict.decision not in (Decision.ALLOW, Decision.ALLOW_WITH):
             return self._refuse(verdict, call)
@@ -181,7 +183,7 @@ class GuardedTool(BaseTool):
         self.guard.record_execution(verdict, ctx, status="success", output=_output_of(result))
         return result
 
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         verdict, ctx, call, injected = self._decide(input, config)
         if verdict.decision not in (Decision.ALLOW, Decision.ALLOW_WITH):
             return self._refuse(verdict, call)

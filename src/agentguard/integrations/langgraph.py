@@ -29,9 +29,7 @@ from agentguard.guard import Guard
 from agentguard.identity import CallContext
 from agentguard.integrations._enact import arun_guarded, run_guarded
 
-HandleToolErrors = (
-    bool | str | Callable[..., str] | type[Exception] | tuple[type[Exception], ...]
-)
+HandleToolErrors = bool | str | Callable[..., str] | type[Exception] | tuple[type[Exception], ...]
 
 
 def _never_swallow_guard_errors(flag: HandleToolErrors) -> HandleToolErrors:
@@ -139,8 +137,10 @@ class GuardedModelNode(RunnableCallable):
         return self.model.bind_tools(visible, **self.bind_kwargs)
 
     def _messages(self, state: Any) -> Any:
-        return state[self.messages_key] if isinstance(state, dict) else getattr(
-            state, self.messages_key
+        return (
+            state[self.messages_key]
+            if isinstance(state, dict)
+            else getattr(state, self.messages_key)
         )
 
     def _call(self, state: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:

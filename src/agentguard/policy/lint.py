@@ -82,7 +82,10 @@ def _lint_tool(policy: Policy, name: str, tool: ToolPolicy) -> list[Finding]:
         out.append(Finding("warning", f"{at}.roles", "empty list: no role can ever call this tool"))
     if tool.tenants == []:
         out.append(Finding("warning", f"{at}.tenants", "empty list: no tenant can call this tool"))
-    if tool.risk is not Risk.FORBIDDEN_FOR_AI and tool.confirmation is not Confirmation.NOT_ALLOWED_FOR_AI:
+    if (
+        tool.risk is not Risk.FORBIDDEN_FOR_AI
+        and tool.confirmation is not Confirmation.NOT_ALLOWED_FOR_AI
+    ):
         roles = tool.roles if tool.roles is not None else list(policy.roles)
         callers = [
             r

@@ -9,7 +9,14 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 TOOL_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
 SCOPE_RE = r"^(\*|[A-Za-z0-9_\-.]+|\*:[A-Za-z0-9_\-.*]+|[A-Za-z0-9_\-.]+:[A-Za-z0-9_\-.*]+)$"
@@ -140,9 +147,11 @@ class ResourceRule(_Strict):
     For `type: tenant` the value itself is a tenant id and must be the principal's.
     """
 
-    path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+(\[\*\])?(\.[A-Za-z0-9_]+(\[\*\])?)*$")]
+    path: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9_]+(\[\*\])?(\.[A-Za-z0-9_]+(\[\*\])?)*$")
+    ]
     type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
-    checks: list[ResourceCheck] = Field(default_factory=lambda: ["tenant"], min_length=1)
+    checks: list[ResourceCheck] = Field(default_factory=lambda: ["tenant"], min_length=1)  # type: ignore[arg-type]
     required: bool = True
 
 
@@ -158,9 +167,10 @@ class ToolPolicy(_Strict):
     roles: list[NonEmpty] | None = None
     tenants: list[NonEmpty] | None = None
     resources: list[ResourceRule] = Field(default_factory=list)
-    args: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")], ArgConstraint] = Field(
-        default_factory=dict
-    )
+    args: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")],
+        ArgConstraint,
+    ] = Field(default_factory=dict)
     max_args_bytes: int | None = Field(default=None, gt=0)
 
 
@@ -232,9 +242,9 @@ class Policy(_Strict):
 
     version: NonEmpty
     description: str | None = None
-    roles: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")], RolePolicy] = Field(
-        default_factory=default_roles
-    )
+    roles: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")], RolePolicy
+    ] = Field(default_factory=default_roles)
     tools: dict[ToolName, ToolPolicy] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
 

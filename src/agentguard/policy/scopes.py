@@ -13,7 +13,7 @@ def scope_covers(granted: str, required: str) -> bool:
     r_parts = required.split(":")
     if len(g_parts) != len(r_parts):
         return False
-    return all(g == "*" or g == r for g, r in zip(g_parts, r_parts))
+    return all(g == "*" or g == r for g, r in zip(g_parts, r_parts, strict=True))
 
 
 def granted_by(grants: Iterable[str], required: str) -> bool:
@@ -26,7 +26,9 @@ def missing_scopes(grants: Iterable[str], required: Iterable[str]) -> list[str]:
     return [r for r in required if not granted_by(grant_list, r)]
 
 
-def effective_scopes(role_scopes: Iterable[str], principal_scopes: Iterable[str] | None) -> list[str]:
+def effective_scopes(
+    role_scopes: Iterable[str], principal_scopes: Iterable[str] | None
+) -> list[str]:
     """What a principal may use: its role's scopes, narrowed by its own (a token only narrows).
 
     A principal scope counts only as far as a role scope covers it, so `*` in a token never
