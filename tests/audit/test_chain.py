@@ -80,7 +80,9 @@ def test_append_fills_chain_fields_and_links_events() -> None:
     assert (first["seq"], first["prev_hash"], first["key_id"]) == (0, "genesis", "k1")
     assert second["seq"] == 1 and second["prev_hash"] == first["hash"]
     assert third["seq"] == 2 and third["prev_hash"] == second["hash"]
-    assert all(r["hash"].startswith("hmac-sha256:") and len(r["hash"]) == 12 + 64 for r in sink.records)
+    assert all(
+        r["hash"].startswith("hmac-sha256:") and len(r["hash"]) == 12 + 64 for r in sink.records
+    )
     assert log.head() == (2, third["hash"])
 
 
@@ -117,7 +119,7 @@ def test_unencodable_event_is_refused_before_anything_is_stored() -> None:
     with pytest.raises(ValueError, match="canonically encoded"):
         log.append(make_event(1, summary={"n": 2**60}))
     with pytest.raises(ValueError, match="canonically encoded"):
-        log.append(make_event(1, summary={"x": float("nan")}))
+        log.append(make_event(1, summary={"deep": [{"n": -(2**64)}]}))
     assert len(sink.records) == 1 and log.head() == head
 
 
@@ -325,7 +327,9 @@ def test_truncated_tail_is_only_visible_against_an_anchored_head() -> None:
 
 def test_fully_truncated_log_fails_against_an_anchored_head() -> None:
     log, _ = build_log(3)
-    bad(verify_events([], KEY, expect_head=log.head()), 0, 0, "log is empty but expected head seq 2")
+    bad(
+        verify_events([], KEY, expect_head=log.head()), 0, 0, "log is empty but expected head seq 2"
+    )
 
 
 def test_log_grown_past_the_anchored_head_verifies() -> None:
@@ -347,6 +351,13 @@ def test_anchored_head_from_another_chain_is_named() -> None:
 def test_invalid_expect_head_is_a_usage_error() -> None:
     with pytest.raises(ValueError, match="expect_head"):
         verify_events([], KEY, expect_head=(-1, "x"))
+
+
+def test_keys_must_be_bytes() -> None:
+    with pytest.raises(TypeError, match="bytes"):
+        verify_events([], "a text key")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes"):
+        verify_events([], {"k1": "a text key"})  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize(
@@ -395,7 +406,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 optional_text = st.none() | st.text(max_size=16)

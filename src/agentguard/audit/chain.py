@@ -114,11 +114,12 @@ class AuditLog:
             body.update(seq=seq, prev_hash=prev_hash, key_id=self._key_id)
             body.pop("hash", None)
             try:
-                canonical = canonical_json(body)
+                # Sign the values as a reader will parse them back from JSON text (tuples become
+                # lists, non-string keys become strings), so the stored record verifies as is.
+                record: dict[str, Any] = json.loads(json.dumps(body, allow_nan=False))
+                canonical = canonical_json(record)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"audit event cannot be canonically encoded: {exc}") from exc
-            # Store exactly what was signed: the canonical form parses back to equal JSON values.
-            record: dict[str, Any] = json.loads(canonical)
             record["hash"] = _mac_bytes(self._key, canonical)
             stored = AuditEvent.model_validate(record)
             self._sink.append(record)
@@ -225,6 +226,11 @@ def verify_events(
     Pass `expect_head` (a previously anchored `AuditLog.head()`) to detect a truncated tail; a
     log that has grown past the anchor is fine as long as the anchored event is still there.
     """
+    if isinstance(keys, Mapping):
+        if not all(isinstance(k, (bytes, bytearray)) for k in keys.values()):
+            raise TypeError("keys must map key ids to bytes")
+    elif not isinstance(keys, (bytes, bytearray)):
+        raise TypeError(f"keys must be bytes or a mapping of key id to bytes, not {type(keys)}")
     if expect_head is not None:
         want_seq, want_hash = expect_head
         if not isinstance(want_seq, int) or want_seq < 0 or not isinstance(want_hash, str):

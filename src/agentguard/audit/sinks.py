@@ -181,12 +181,12 @@ class JsonlSink:
         self._tail_checked = False
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one line, flush and fsync before returning."""
+        """Write one line and fsync it before returning."""
         line = (_dumps(record) + "\n").encode("utf-8")
         with self._lock:
             if not self._tail_checked:
-                # Never glue a new record onto a torn line left by a crash.
-                self._read_tail()
+                # Never glue a record onto a torn line, nor continue after a garbage one.
+                self.last()
                 self._tail_checked = True
             try:
                 view = memoryview(line)
