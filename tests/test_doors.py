@@ -269,3 +269,27 @@ def test_audit_records_decisions_and_executions(guard: Guard) -> None:
         ("decision", "export_contacts", "deny"),
         ("decision", "get_contact", "deny"),
     ]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_parallel_calls_in_one_step_are_each_decided(guard: Guard, mode: str) -> None:
+    many = AIMessage(
+        content="",
+        tool_calls=[
+            {"name": "send_email", "args": GOOD_EMAIL, "id": "p1"},
+            {"name": "get_contact", "args": {"contact_id": "c-9"}, "id": "p2"},
+            {"name": "search_contacts", "args": {"query": "bob"}, "id": "p3"},
+            {"name": "wire_funds", "args": {"iban": "DE00", "amount_cents": 5}, "id": "p4"},
+        ],
+    )
+    graph = build_graph(ScriptedChatModel(turns=[many, AIMessage(content="ok")]), guard)
+    inputs = {"messages": [HumanMessage("go")]}
+    if mode == "sync":
+        result = graph.invoke(inputs, _config(), context={"principal": ALICE})
+    else:
+        result = await graph.ainvoke(inputs, _config(), context={"principal": ALICE})
+    by_id = {m.tool_call_id: m for m in tool_messages(result)}
+    assert by_id["p1"].status == "success" and by_id["p3"].status == "success"
+    assert by_id["p2"].status == "error" and by_id["p4"].status == "error"
+    assert RAN == {"send_email": 1, "search_contacts": 1}
+    assert guard.audit.verify().ok
