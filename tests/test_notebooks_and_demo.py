@@ -48,3 +48,13 @@ def test_demo_audit_log_verifies_with_the_cli(
     assert main(["audit", "verify", str(tmp_path / "audit.jsonl")]) == 0
     assert main(["audit", "verify", str(tmp_path / "audit-tampered.jsonl")]) == 1
     assert "TAMPERED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_run(path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()

@@ -9,54 +9,64 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-_OBJECT_KEYWORDS = ("properties", "patternProperties", "required")
-_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
-_SUBSCHEMA_SINGLE = (
-    "items",
-    "additionalProperties",
-    "not",
-    "if",
-    "then",
-    "else",
-    "contains",
-    "propertyNames",
-    "unevaluatedProperties",
-    "unevaluatedItems",
-)
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SUBSCHEMA_SINGLE = ("items", "additionalProperties")
+_COMPOSITION = ("allOf", "anyOf", "oneOf", "$ref", "if", "dependentSchemas")
+# Not descended into: closing inside `not` or `if` would make the whole schema *more*
+# permissive; `contains`, `propertyNames`, `dependentSchemas` keep their author's meaning.
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Copy of `schema` where every object that lists its properties allows no others."""
+    """Copy of `schema` where every object that lists its properties allows no others.
+
+    A plain object gets `additionalProperties: false`; one that also composes subschemas
+    (`allOf`, `anyOf`, `$ref`...) gets `unevaluatedProperties: false`, which counts properties
+    declared in those subschemas as known. Objects with no listed properties (free-form maps)
+    and explicit `additionalProperties` / `unevaluatedProperties` are left as written.
+    """
     out = copy.deepcopy(schema)
-    _close(out)
+    _close(out, partial=False)
     return out
 
 
-def _close(node: Any) -> None:
+def _lists_properties(node: dict[str, Any]) -> bool:
+    return "properties" in node or "patternProperties" in node
+
+
+def _close(node: Any, *, partial: bool) -> None:
     if not isinstance(node, dict):
         return
-    is_object = node.get("type") == "object" or any(k in node for k in _OBJECT_KEYWORDS)
-    if is_object and "additionalProperties" not in node and "unevaluatedProperties" not in node:
-        node["additionalProperties"] = False
+    is_object = _lists_properties(node)
+    composed = any(k in node for k in _COMPOSITION)
+    open_ = "additionalProperties" not in node and "unevaluatedProperties" not in node
+    if not partial and open_:
+        if is_object:
+            node["additionalProperties" if not composed else "unevaluatedProperties"] = False
+        elif any(isinstance(b, dict) and _lists_properties(b) for b in node.get("allOf") or []):
+            node["unevaluatedProperties"] = False
     for key in _SUBSCHEMA_MAPS:
         sub = node.get(key)
         if isinstance(sub, dict):
             for child in sub.values():
-                _close(child)
-    for key in _SUBSCHEMA_LISTS:
-        sub = node.get(key)
-        if isinstance(sub, list):
-            for child in sub:
-                _close(child)
+                _close(child, partial=False)
     for key in _SUBSCHEMA_SINGLE:
-        _close(node.get(key))
+        _close(node.get(key), partial=False)
+    for child in node.get("prefixItems") or []:
+        _close(child, partial=False)
+    # Alternatives describe the whole value, unless the node carries properties of its own.
+    for key in ("anyOf", "oneOf"):
+        for child in node.get(key) or []:
+            _close(child, partial=is_object)
+    # allOf branches are partial views of one value: the node itself is closed above.
+    for child in node.get("allOf") or []:
+        _close(child, partial=True)
 
 
 def compile_validator(schema: dict[str, Any]) -> Draft202012Validator:
@@ -85,12 +95,18 @@ def describe(error: ValidationError) -> str:
     """One line per error: which field, what was expected, never the whole offending value."""
     where = field_path(error)
     kw = error.validator
-    if kw == "additionalProperties":
+    if kw in ("additionalProperties", "unevaluatedProperties"):
         schema = error.schema if isinstance(error.schema, dict) else {}
         allowed = sorted((schema.get("properties") or {}).keys())
-        extra = (
-            sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
-        )
+        if kw == "additionalProperties" and isinstance(error.instance, dict):
+            patterns = list((schema.get("patternProperties") or {}).keys())
+            extra = sorted(
+                k
+                for k in error.instance
+                if k not in allowed and not any(re.search(p, k) for p in patterns)
+            )
+        else:
+            extra = sorted(set(re.findall(r"'((?:[^'\\]|\\.)*)'", error.message)))
         names = ", ".join(repr(e) for e in extra) or "an unknown field"
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return f"{where}: unexpected argument {names} is not allowed{hint}"
@@ -105,7 +121,7 @@ def describe(error: ValidationError) -> str:
         return f"{where}: must be one of {_short(error.validator_value, 200)}"
     if kw == "pattern":
         return f"{where}: does not match the required pattern {error.validator_value!r}"
-    if kw in ("maxLength", "minLength", "maxItems", "minItems", "maxProperties"):
+    if kw in ("maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties"):
         return f"{where}: {kw} is {error.validator_value}"
     if kw in ("maximum", "minimum", "exclusiveMaximum", "exclusiveMinimum"):
         return f"{where}: {kw} is {error.validator_value}, got {_short(error.instance)}"
@@ -131,7 +147,7 @@ def _json_type(value: Any) -> str:
 
 
 def explain(errors: Iterable[ValidationError], limit: int = 5) -> list[str]:
-    """Deepest, most specific errors first; at most `limit` lines."""
+    """One line per distinct problem, ordered by field path; at most `limit` lines."""
     flat: list[ValidationError] = []
     for err in errors:
         flat.extend(_leaves(err))
