@@ -92,8 +92,8 @@ class Sizes:
         return max(20, n // 10)
 
 
-FULL = Sizes(core=20_000, node=4_000, agent=600, block=20)
-QUICK = Sizes(core=1_500, node=300, agent=40, block=5)
+FULL = Sizes(core=10_000, node=1_200, agent=300, block=20)
+QUICK = Sizes(core=400, node=80, agent=12, block=4)
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def expect(condition: bool, message: str) -> None:
         raise BenchError(message)
 
 
-# -- 1. the core decision ---------------------------------------------------------------------------
+# -- 1. the core decision ----------------------------------------------------------------------
 
 
 def bench_core(guards: Guards, sizes: Sizes) -> dict[str, Stats]:
@@ -421,7 +421,8 @@ def header(mode: str, sqlite_dir: Path) -> list[str]:
         f"  python      {platform.python_implementation()} {platform.python_version()}"
         f" ({platform.system()} {platform.machine()})",
         f"  langchain   {_version('langchain')} (langchain-core {_version('langchain-core')})",
-        f"  langgraph   {_version('langgraph')} (langgraph-prebuilt {_version('langgraph-prebuilt')})",
+        f"  langgraph   {_version('langgraph')}"
+        f" (langgraph-prebuilt {_version('langgraph-prebuilt')})",
         f"  agentguard  {_version('agentguard')}",
         f"  cpus        {cpus} (usable by this process: {usable})",
         f"  sqlite      {sqlite3.sqlite_version}, audit files in {sqlite_dir}"

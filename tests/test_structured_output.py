@@ -15,7 +15,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ValidationError, field_validator
 from typing_extensions import NotRequired, TypedDict
 
 from agentguard._jsonschema import strict_schema
@@ -394,6 +394,17 @@ def _oracle(schema: type[BaseModel] | dict[str, Any]) -> Draft202012Validator:
     return Draft202012Validator(strict_schema(raw))
 
 
+def _model_accepts(schema: type[BaseModel] | dict[str, Any], value: Any) -> bool:
+    """A pydantic model may refuse what its JSON Schema allows (e.g. 9.2e18 for an int)."""
+    if isinstance(schema, dict):
+        return True
+    try:
+        schema.model_validate(value)
+    except ValidationError:
+        return False
+    return True
+
+
 def _wrap(value: Any, style: str) -> str:
     text = json.dumps(value)
     return f"```json\n{text}\n```" if style == "fenced" else text
@@ -423,7 +434,7 @@ def test_property_accepts_only_schema_valid_answers(
             ),
         ]
     history.append(AIMessage(content=_wrap(value, style)))
-    valid = _oracle(schema).is_valid(value)
+    valid = _oracle(schema).is_valid(value) and _model_accepts(schema, value)
 
     try:
         update = validator.node({"messages": history})

@@ -12,7 +12,6 @@ import logging
 import re
 import secrets
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from langchain_core.tools import BaseTool
 
 from agentguard._canonical import digest
-from agentguard.audit import AuditEvent, AuditLog, MemorySink
+from agentguard.audit import AuditLog, MemorySink
 from agentguard.checks.authz import (
     AuthzRequest,
     DecisionPoint,
@@ -113,7 +112,9 @@ def _describe(value: Any, depth: int = 0) -> Any:
 
 
 def _clip_key(key: Any) -> str:
-    text = str(key)
+    text = key if isinstance(key, str) else str(key)
+    if len(text) <= 64 and text.isprintable():
+        return text
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= 64 else text[:61] + "..."
 
@@ -401,7 +402,7 @@ class Guard:
             policy_version=self.policy.version,
             input_hash=_input_hash(info.args),
             principal=principal,
-            decision_id=uuid.uuid4().hex,
+            decision_id=secrets.token_hex(16),
             annotations=annotations,
         )
         if approval is not None:
@@ -439,7 +440,7 @@ class Guard:
             policy_version=self.policy.version,
             input_hash=_input_hash(info.args),
             principal=principal,
-            decision_id=uuid.uuid4().hex,
+            decision_id=secrets.token_hex(16),
             model_message=message,
         )
 
@@ -497,7 +498,7 @@ class Guard:
         first = verdict.primary_reason
         tool_name = verdict.call.name if isinstance(verdict.call.name, str) else None
         tool_policy = self.policy.tools.get(tool_name) if tool_name else None
-        event = AuditEvent(
+        event = dict(
             event="decision",
             tool=_safe_name(tool_name) if tool_name is not None else _safe_name(verdict.call.name),
             call_id=_clip_key(verdict.call.id) if verdict.call.id is not None else None,
@@ -524,7 +525,7 @@ class Guard:
             **self._identity_fields(verdict),
         )
         try:
-            self.audit.append(event)
+            self.audit.append_fields(event)
         except Exception as exc:
             log.exception("agentguard: audit write failed")
             raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
@@ -533,7 +534,7 @@ class Guard:
         self, verdict: Verdict, ctx: CallContext, *, status: str, output: Any = None
     ) -> None:
         """Write down that an allowed call ran (status `success` or `error`)."""
-        event = AuditEvent(
+        event = dict(
             event="execution",
             tool=_safe_name(verdict.call.name),
             call_id=_clip_key(verdict.call.id) if verdict.call.id is not None else None,
@@ -548,6 +549,6 @@ class Guard:
             **self._identity_fields(verdict),
         )
         try:
-            self.audit.append(event)
+            self.audit.append_fields(event)
         except Exception as exc:
             raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc

@@ -117,10 +117,20 @@ def test_unencodable_event_is_refused_before_anything_is_stored() -> None:
     log, sink = build_log(1)
     head = log.head()
     with pytest.raises(ValueError, match="canonically encoded"):
-        log.append(make_event(1, summary={"n": 2**60}))
+        log.append(make_event(1, summary={"s": "lone surrogate \ud800"}))
     with pytest.raises(ValueError, match="canonically encoded"):
-        log.append(make_event(1, summary={"deep": [{"n": -(2**64)}]}))
+        log.append(make_event(1, summary={"deep": [{"s": "\udfff"}]}))
     assert len(sink.records) == 1 and log.head() == head
+
+
+def test_64_bit_integers_are_signed_exactly_and_larger_ones_refused() -> None:
+    log, sink = build_log(1)
+    log.append(make_event(1, summary={"n": 2**60, "deep": [{"n": -(2**63)}]}))
+    assert sink.records[-1]["summary"]["n"] == 2**60
+    assert verify_events(sink.read(), KEY).ok
+    with pytest.raises(ValueError, match="canonically encoded"):
+        log.append(make_event(2, summary={"n": 2**64}))
+    assert len(sink.records) == 2
 
 
 @pytest.mark.parametrize("key", [b"", b"short", b"x" * 15])

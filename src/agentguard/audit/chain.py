@@ -2,22 +2,27 @@
 
 Editing, deleting, inserting or reordering events then breaks the chain somewhere a verifier
 holding the key can point at; anchoring `AuditLog.head()` elsewhere also exposes truncation.
+
+The HMAC input is the event without `hash` as compact JSON with sorted keys and UTF-8
+characters unescaped (orjson with `OPT_SORT_KEYS`; for strings, integers and nesting, which is
+what events hold, these are the same bytes as `json.dumps(..., sort_keys=True,
+separators=(",", ":"), ensure_ascii=False)`), cheap enough to sign every decision.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
+import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
-from agentguard._canonical import canonical_json
-from agentguard.audit.events import AuditEvent
+from agentguard.audit.events import AuditEvent, _now
 from agentguard.audit.sinks import MALFORMED_KEY, AuditLogCorrupt, AuditSink
 
 __all__ = ["GENESIS", "HASH_PREFIX", "MIN_KEY_BYTES", "AuditLog", "VerifyReport", "verify_events"]
@@ -28,11 +33,29 @@ HASH_PREFIX = "hmac-sha256:"
 MIN_KEY_BYTES = 16
 
 _FIELDS = frozenset(AuditEvent.model_fields)
+_TEMPLATE: dict[str, Any] = dict.fromkeys(AuditEvent.model_fields)
+
+
+def _require_finite(value: Any) -> None:
+    """orjson writes NaN and infinities as null; a record holding one is not what was signed."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float and not math.isfinite(item):
+            raise ValueError("non-finite number")
+        if type(item) is dict:
+            stack.extend(item.values())
+        elif type(item) in (list, tuple):
+            stack.extend(item)
+
+
+def _canonical(body: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(dict(body), option=orjson.OPT_SORT_KEYS)
 
 
 def _mac(key: bytes, body: Mapping[str, Any]) -> str:
     """HMAC over the canonical JSON of everything but `hash`; None-valued fields are signed too."""
-    return _mac_bytes(key, canonical_json(dict(body)))
+    return _mac_bytes(key, _canonical(body))
 
 
 def _mac_bytes(key: bytes, canonical: bytes) -> str:
@@ -105,26 +128,44 @@ class AuditLog:
         Any sink error propagates and leaves the head unchanged, so the caller can fail closed
         and a retry continues the chain without a gap.
         """
+        # model_dump(mode="json") gives plain JSON data (lists, string keys), so the stored
+        # record parses back to exactly what was signed.
+        record = self._append_body(event.model_dump(mode="json"))
+        return event.model_copy(
+            update={k: record[k] for k in ("seq", "prev_hash", "key_id", "hash", "created_at")}
+        )
+
+    def append_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """`append` for callers on a hot path that already hold plain JSON field values.
+
+        Same chain, same record; skips building a model. Unknown field names are refused.
+        """
+        unknown = fields.keys() - _FIELDS
+        if unknown:
+            raise ValueError(f"unknown audit event field(s): {', '.join(sorted(unknown))}")
+        body = {**_TEMPLATE, **fields}
+        if body["created_at"] is None:
+            body["created_at"] = _now()
+        if body["summary"] is None:
+            body["summary"] = {}
+        return self._append_body(body)
+
+    def _append_body(self, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             if self._head is None:
                 seq, prev_hash = 0, GENESIS
             else:
                 seq, prev_hash = self._head[0] + 1, self._head[1]
-            body = event.model_dump(mode="json")
             body.update(seq=seq, prev_hash=prev_hash, key_id=self._key_id)
             body.pop("hash", None)
             try:
-                # Sign the values as a reader will parse them back from JSON text (tuples become
-                # lists, non-string keys become strings), so the stored record verifies as is.
-                record: dict[str, Any] = json.loads(json.dumps(body, allow_nan=False))
-                canonical = canonical_json(record)
-            except (ValueError, TypeError) as exc:
+                canonical = _canonical(body)
+            except (ValueError, TypeError, orjson.JSONEncodeError) as exc:
                 raise ValueError(f"audit event cannot be canonically encoded: {exc}") from exc
-            record["hash"] = _mac_bytes(self._key, canonical)
-            stored = AuditEvent.model_validate(record)
-            self._sink.append(record)
-            self._head = (seq, record["hash"])
-            return stored
+            body["hash"] = _mac_bytes(self._key, canonical)
+            self._sink.append(body)
+            self._head = (seq, body["hash"])
+            return body
 
     def head(self) -> tuple[int, str] | None:
         """Last `(seq, hash)`; publish it elsewhere so a truncated tail can be detected later."""
@@ -206,6 +247,7 @@ def _check_record(record: object, keys: bytes | Mapping[str, bytes]) -> tuple[in
     else:
         raise _Bad(f"unknown key id {key_id!r}", seq)
     try:
+        _require_finite(record)
         expected = _mac(key, {k: v for k, v in record.items() if k != "hash"})
     except (ValueError, TypeError) as exc:
         raise _Bad(f"malformed event: not canonical JSON ({exc})", seq) from None

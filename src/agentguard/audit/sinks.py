@@ -6,7 +6,6 @@ sink never has to be trusted for integrity, only for durability.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sqlite3
@@ -96,6 +95,16 @@ def _parse_head(raw: str | bytes, where: str) -> dict[str, Any]:
     return record
 
 
+def _copy(value: Any) -> Any:
+    """Deep copy of JSON-shaped data (what records are), several times faster than deepcopy."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_copy(v) for v in value]
+    return value
+
+
 class MemorySink:
     """In-process storage for tests and short-lived agents; records are copied in and out."""
 
@@ -106,19 +115,19 @@ class MemorySink:
     def append(self, record: dict[str, Any]) -> None:
         """Store a deep copy so later mutation by the caller cannot alter the log."""
         with self._lock:
-            self._records.append(copy.deepcopy(record))
+            self._records.append(_copy(record))
 
     def read(self) -> Iterator[dict[str, Any]]:
         """Yield copies of a snapshot, so readers can neither alter nor race the log."""
         with self._lock:
             snapshot = list(self._records)
         for record in snapshot:
-            yield copy.deepcopy(record)
+            yield _copy(record)
 
     def last(self) -> dict[str, Any] | None:
         """A copy of the newest record."""
         with self._lock:
-            return copy.deepcopy(self._records[-1]) if self._records else None
+            return _copy(self._records[-1]) if self._records else None
 
     def close(self) -> None:
         """Nothing to release."""

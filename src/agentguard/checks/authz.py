@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from agentguard.context import Principal
 from agentguard.policy.model import Confirmation, Policy, ResourceRule, Risk, ToolPolicy
-from agentguard.policy.scopes import effective_scopes, missing_scopes
+from agentguard.policy.scopes import missing_for
 from agentguard.verdict import Approval, Level, Reason
 
 
@@ -110,10 +110,8 @@ class PolicyDecisionPoint:
             )
         # 3. tool scope
         if role is not None:
-            scopes = effective_scopes(role.scopes, p.scopes)
-            if p.delegation is not None and p.delegation.scopes is not None:
-                scopes = effective_scopes(scopes, p.delegation.scopes)
-            missing = missing_scopes(scopes, tp.scopes)
+            delegated = p.delegation.scopes if p.delegation is not None else None
+            missing = missing_for(tuple(role.scopes), p.scopes, delegated, tuple(tp.scopes))
             if missing:
                 denials.append(
                     Reason(

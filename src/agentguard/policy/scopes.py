@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 
 def scope_covers(granted: str, required: str) -> bool:
@@ -44,3 +45,17 @@ def effective_scopes(
         else:
             out.extend(r for r in role if scope_covers(s, r))
     return sorted(set(out))
+
+
+@lru_cache(maxsize=4096)
+def missing_for(
+    role_scopes: tuple[str, ...],
+    principal_scopes: frozenset[str] | None,
+    delegated_scopes: frozenset[str] | None,
+    required: tuple[str, ...],
+) -> tuple[str, ...]:
+    """`missing_scopes` of the effective scopes, memoized: the inputs repeat on every call."""
+    scopes = effective_scopes(role_scopes, principal_scopes)
+    if delegated_scopes is not None:
+        scopes = effective_scopes(scopes, delegated_scopes)
+    return tuple(missing_scopes(scopes, required))
