@@ -1,11 +1,10 @@
 """Canonical JSON (RFC 8785) and digests: one encoding for everything that gets hashed or signed.
 
 Most values agentguard hashes (tool arguments, audit events) are strings, integers, booleans
-and nesting. For those, orjson with sorted keys produces exactly the RFC 8785 bytes, two orders of magnitude
-faster than the pure-Python `rfc8785` package; anything
-else (floats, integers beyond 2**53, keys outside the Basic Multilingual Plane, whose UTF-16
-order differs from code-point order) goes through `rfc8785`. A property test holds the two
-paths byte-for-byte equal.
+and nesting. For those, orjson with sorted keys produces exactly the RFC 8785 bytes, about a
+hundred times faster than the pure-Python `rfc8785` package; anything else (floats, integers
+beyond 2**53, keys outside the Basic Multilingual Plane, whose UTF-16 order differs from
+code-point order) goes through `rfc8785`. A property test holds the two paths byte-for-byte equal.
 """
 
 from __future__ import annotations
