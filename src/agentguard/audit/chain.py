@@ -131,14 +131,16 @@ class AuditLog:
         # model_dump(mode="json") gives plain JSON data (lists, string keys), so the stored
         # record parses back to exactly what was signed.
         record = self._append_body(event.model_dump(mode="json"))
+        # The sink owns `record` now; only scalars are read back from it.
         return event.model_copy(
             update={k: record[k] for k in ("seq", "prev_hash", "key_id", "hash", "created_at")}
         )
 
-    def append_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+    def append_fields(self, fields: Mapping[str, Any]) -> tuple[int, str]:
         """`append` for callers on a hot path that already hold plain JSON field values.
 
         Same chain, same record; skips building a model. Unknown field names are refused.
+        Returns the new head `(seq, hash)`.
         """
         unknown = fields.keys() - _FIELDS
         if unknown:
@@ -148,7 +150,8 @@ class AuditLog:
             body["created_at"] = _now()
         if body["summary"] is None:
             body["summary"] = {}
-        return self._append_body(body)
+        record = self._append_body(body)
+        return record["seq"], record["hash"]
 
     def _append_body(self, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -163,9 +166,16 @@ class AuditLog:
             except (ValueError, TypeError, orjson.JSONEncodeError) as exc:
                 raise ValueError(f"audit event cannot be canonically encoded: {exc}") from exc
             body["hash"] = _mac_bytes(self._key, canonical)
-            self._sink.append(body)
-            self._head = (seq, body["hash"])
-            return body
+            head = (seq, body["hash"])
+            self._sink.append(body)  # the sink takes ownership: nothing here touches it again
+            self._head = head
+            return {
+                "seq": seq,
+                "hash": head[1],
+                "prev_hash": prev_hash,
+                "key_id": self._key_id,
+                "created_at": body["created_at"],
+            }
 
     def head(self) -> tuple[int, str] | None:
         """Last `(seq, hash)`; publish it elsewhere so a truncated tail can be detected later."""

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
+import orjson
+
 __all__ = [
     "MALFORMED_KEY",
     "AuditLogCorrupt",
@@ -48,7 +50,10 @@ class AuditSink(Protocol):
     """Append-only storage for audit records (plain JSON-able dicts)."""
 
     def append(self, record: dict[str, Any]) -> None:
-        """Store `record` durably, or raise; the log only advances when this returns."""
+        """Store `record` durably, or raise; the log only advances when this returns.
+
+        The sink owns `record` from then on: the log never touches it again.
+        """
         ...
 
     def read(self) -> Iterator[dict[str, Any]]:
@@ -65,7 +70,7 @@ class AuditSink(Protocol):
 
 
 def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode("utf-8")
 
 
 def _malformed(raw: str | bytes) -> dict[str, Any]:
@@ -106,16 +111,17 @@ def _copy(value: Any) -> Any:
 
 
 class MemorySink:
-    """In-process storage for tests and short-lived agents; records are copied in and out."""
+    """In-process storage for tests, notebooks and short-lived agents; unbounded, so not for
+    long-running services. Records are owned on the way in and copied on the way out."""
 
     def __init__(self) -> None:
         self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
-        """Store a deep copy so later mutation by the caller cannot alter the log."""
+        """Take ownership of `record` (the log hands it over and keeps no reference)."""
         with self._lock:
-            self._records.append(_copy(record))
+            self._records.append(record)
 
     def read(self) -> Iterator[dict[str, Any]]:
         """Yield copies of a snapshot, so readers can neither alter nor race the log."""
