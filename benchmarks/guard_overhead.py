@@ -379,7 +379,7 @@ class AgentLoop:
         expect(
             self.model.calls == 2, f"{self.name}: expected 2 model turns, got {self.model.calls}"
         )
-        self.model._state["i"] = 0  # rewind the script for the next invoke (see class docstring)
+        self.model.reset()  # rewind the script for the next invoke (see class docstring)
 
     def variant(self) -> Variant:
         return Variant(self.name, self.run, self.check)

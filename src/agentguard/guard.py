@@ -189,6 +189,8 @@ class Guard:
             self._check_resolvers()
             decision_point = PolicyDecisionPoint(self.resources)
         self.decision_point = decision_point
+        self._cache_visibility = type(decision_point) is PolicyDecisionPoint
+        self._visibility: dict[tuple[Any, ...], tuple[Reason, ...]] = {}
         self.checks = tuple(checks)
         self._compiled: dict[tuple[str, int], CompiledArgs] = {}
         self._lock = threading.Lock()
@@ -245,10 +247,22 @@ class Guard:
         floor = self._floor(tool_policy)
         if floor:
             return floor
-        result = self.decision_point.decide(
-            AuthzRequest(principal, name, tool_policy, self.policy, None)
-        )
-        return result.denials
+        if not self._cache_visibility:
+            return self.decision_point.decide(
+                AuthzRequest(principal, name, tool_policy, self.policy, None)
+            ).denials
+        # The built-in evaluator's answer without arguments depends on nothing else: cache it.
+        delegated = principal.delegation.scopes if principal.delegation is not None else None
+        key = (name, principal.role, principal.tenant, principal.scopes, delegated)
+        cached = self._visibility.get(key)
+        if cached is None:
+            cached = self.decision_point.decide(
+                AuthzRequest(principal, name, tool_policy, self.policy, None)
+            ).denials
+            if len(self._visibility) >= 50_000:
+                self._visibility.clear()
+            self._visibility[key] = cached
+        return cached
 
     def visible_names(self, names: Iterable[str], ctx: CallContext) -> list[str]:
         """The tool names this call's principal may be shown (none without an identity)."""

@@ -44,6 +44,12 @@ class ScriptedChatModel(BaseChatModel):
     def calls(self) -> int:
         return int(self._state["i"])
 
+    def reset(self) -> None:
+        """Rewind the script (for benchmarks and repeated runs); bindings share the rewind."""
+        with self._lock:
+            self._state["i"] = 0
+            self._state["seen"].clear()
+
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
         names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
         bound = self.model_copy(update={"bound_tool_names": names})

@@ -11,7 +11,6 @@ separators=(",", ":"), ensure_ascii=False)`), cheap enough to sign every decisio
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import threading
@@ -59,7 +58,7 @@ def _mac(key: bytes, body: Mapping[str, Any]) -> str:
 
 
 def _mac_bytes(key: bytes, canonical: bytes) -> str:
-    return HASH_PREFIX + hmac.new(key, canonical, hashlib.sha256).hexdigest()
+    return HASH_PREFIX + hmac.digest(key, canonical, "sha256").hex()
 
 
 def _check_key(key: object, what: str) -> bytes:

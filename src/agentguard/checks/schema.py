@@ -6,13 +6,13 @@ hide what the model actually asked for. Here nothing is coerced and nothing is d
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema_rs
+import orjson
 from jsonschema import Draft202012Validator, FormatChecker
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
@@ -172,7 +172,14 @@ def _shape_problem(args: Any, limits: Limits, max_bytes: int) -> Reason | None:
             return Reason(
                 "schema.too_large", Level.SCHEMA, f"arguments are larger than {max_bytes} bytes"
             )
-    size = len(json.dumps(args, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    try:
+        size = len(orjson.dumps(args))
+    except orjson.JSONEncodeError:  # lone surrogates and the like: not JSON text
+        return Reason(
+            "schema.not_json",
+            Level.SCHEMA,
+            "arguments hold values JSON cannot carry (integers beyond 64 bits, lone surrogates)",
+        )
     if size > max_bytes:
         return Reason(
             "schema.too_large", Level.SCHEMA, f"arguments are larger than {max_bytes} bytes"

@@ -41,11 +41,15 @@ class GuardMiddleware(AgentMiddleware[Any, Any, Any]):
     def __init__(self, guard: Guard) -> None:
         super().__init__()
         self.guard = guard
+        self._prepared: set[int] = set()
 
     def _visible_request(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
         ctx = CallContext.from_langgraph(request.runtime, state=request.state)
         tools = [t for t in request.tools if isinstance(t, BaseTool)]
-        self.guard.prepare(tools)
+        fresh = [t for t in tools if id(t) not in self._prepared]
+        if fresh:  # compile once, so a policy/tool mismatch fails on the first model call
+            self.guard.prepare(fresh)
+            self._prepared.update(id(t) for t in fresh)
         visible = self.guard.visible_tools(tools, ctx)
         names = {t.name for t in visible}
         choice = request.tool_choice
