@@ -34,6 +34,7 @@ typecheck: $(DEVSTAMP)
 
 test: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 

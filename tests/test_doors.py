@@ -293,3 +293,13 @@ async def test_parallel_calls_in_one_step_are_each_decided(guard: Guard, mode: s
     assert by_id["p2"].status == "error" and by_id["p4"].status == "error"
     assert RAN == {"send_email": 1, "search_contacts": 1}
     assert guard.audit.verify().ok
+
+
+def test_scripted_model_reset_rewinds_every_binding() -> None:
+    model = ScriptedChatModel(turns=[AIMessage(content="one")])
+    bound = model.bind_tools(ALL_TOOLS[:1])
+    assert bound.invoke("x").content == "one"
+    model.reset()
+    assert bound.invoke("x").content == "one" and model.calls == 1
+    with pytest.raises(RuntimeError, match="script has 1 turns"):
+        model.invoke("x")

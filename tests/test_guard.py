@@ -206,3 +206,18 @@ def test_audit_chain_of_a_guarded_session_verifies() -> None:
         )
     assert verify_events(list(sink.read()), key).ok
     assert isinstance(next(iter(g.audit.events())), AuditEvent)
+
+
+def test_visibility_cache_keeps_principals_apart(guard: Guard) -> None:
+    from agentguard import Delegation
+
+    names = list(tools_by_name())
+    narrowed = ALICE.model_copy(update={"scopes": frozenset({"contacts:read"})})
+    delegated = ALICE.model_copy(
+        update={"delegation": Delegation(on_behalf_of="alice", scopes=frozenset({"contacts:read"}))}
+    )
+    for _ in range(2):  # second round answers from the cache
+        assert "send_email" in guard.visible_names(names, ctx_for(ALICE))
+        assert "send_email" not in guard.visible_names(names, ctx_for(narrowed))
+        assert "send_email" not in guard.visible_names(names, ctx_for(delegated))
+        assert "send_email" not in guard.visible_names(names, ctx_for(VIEWER))

@@ -425,3 +425,17 @@ def test_read_events_opens_sqlite_read_only(tmp_path: Path) -> None:
     sqlite3.connect(path).close()  # an empty database, not an audit log
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         list(read_events(path))
+
+
+def test_sqlite_sink_synchronous_setting(tmp_path: Path) -> None:
+    import sqlite3
+
+    normal = SqliteSink(tmp_path / "n.db", synchronous="NORMAL")
+    assert normal._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    normal.close()
+    full = SqliteSink(tmp_path / "f.db")
+    assert full._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    full.close()
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteSink(tmp_path / "x.db", synchronous="OFF")  # type: ignore[arg-type]
+    assert sqlite3.sqlite_version
