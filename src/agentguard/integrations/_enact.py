@@ -72,6 +72,12 @@ def _status(result: Any) -> tuple[str, Any]:
     return "success", None
 
 
+def _finish(guard: Guard, verdict: Verdict, ctx: CallContext, result: ToolResult) -> ToolResult:
+    status, output = _status(result)
+    guard.record_execution(verdict, ctx, status=status, output=output)
+    return result
+
+
 def run_guarded(
     guard: Guard,
     request: ToolCallRequest,
@@ -88,9 +94,7 @@ def run_guarded(
     except Exception:
         guard.record_execution(verdict, ctx, status="error")
         raise
-    status, output = _status(result)
-    guard.record_execution(verdict, ctx, status=status, output=output)
-    return result
+    return _finish(guard, verdict, ctx, result)
 
 
 async def arun_guarded(
@@ -109,6 +113,4 @@ async def arun_guarded(
     except Exception:
         guard.record_execution(verdict, ctx, status="error")
         raise
-    status, output = _status(result)
-    guard.record_execution(verdict, ctx, status=status, output=output)
-    return result
+    return _finish(guard, verdict, ctx, result)
