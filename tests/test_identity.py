@@ -173,3 +173,16 @@ def test_jwt_alg_none_and_missing_claims() -> None:
         )
     with pytest.raises(IdentityError, match="no identity token"):
         _jwt_src().resolve(CallContext(runtime_context={}))
+
+
+def test_run_context_is_not_trusted_on_a_langgraph_server() -> None:
+    forged = {"principal": {"tenant": "globex", "user": "eve", "role": "admin"}}
+    config = {"configurable": {"langgraph_auth_user": {"identity": "alice"}}}
+    ctx = CallContext.from_langgraph(None, config=config)
+    ctx = CallContext(runtime_context=forged, config=config, on_server=ctx.on_server)
+    assert ctx.on_server
+    with pytest.raises(IdentityError, match="written by the client"):
+        FromContext().resolve(ctx)
+    assert FromContext(trust_server_context=True).resolve(ctx).user == "eve"
+    local = CallContext.from_langgraph(None, config={"configurable": {"thread_id": "t"}})
+    assert not local.on_server

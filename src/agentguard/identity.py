@@ -50,6 +50,7 @@ class CallContext:
     state: Any = None
     thread_id: str | None = None
     run_id: str | None = None
+    on_server: bool = False  # running under LangGraph Server / `langgraph dev`
 
     @classmethod
     def from_langgraph(
@@ -62,6 +63,7 @@ class CallContext:
         info = getattr(runtime, "execution_info", None)
         server = getattr(runtime, "server_info", None)
         server_user = getattr(server, "user", None) or configurable.get("langgraph_auth_user")
+        on_server = server is not None or "langgraph_auth_user" in configurable
         thread_id = getattr(info, "thread_id", None) or configurable.get("thread_id")
         run_id = getattr(info, "run_id", None) or (config or {}).get("run_id")
         return cls(
@@ -71,6 +73,7 @@ class CallContext:
             state=state if state is not None else getattr(runtime, "state", None),
             thread_id=str(thread_id) if thread_id is not None else None,
             run_id=str(run_id) if run_id is not None else None,
+            on_server=on_server,
         )
 
 
@@ -100,11 +103,22 @@ def _principal_from_mapping(data: Mapping[str, Any], source: str) -> Principal:
 
 
 class FromContext:
-    """Principal from the in-process run context (`context=`), or from `acting_for()`."""
+    """Principal from the in-process run context (`context=`), or from `acting_for()`.
 
-    def __init__(self, key: str = "principal", *, accept_mappings: bool = True) -> None:
+    Under LangGraph Server or `langgraph dev` the client writes the run context, so there this
+    source refuses (use `FromServerAuth` or `FromJWT`) unless `trust_server_context=True`.
+    """
+
+    def __init__(
+        self,
+        key: str = "principal",
+        *,
+        accept_mappings: bool = True,
+        trust_server_context: bool = False,
+    ) -> None:
         self.key = key
         self.accept_mappings = accept_mappings
+        self.trust_server_context = trust_server_context
 
     def _lookup(self, context: Any) -> Any:
         if context is None:
@@ -116,6 +130,12 @@ class FromContext:
         return getattr(context, self.key, None)
 
     def resolve(self, ctx: CallContext) -> Principal:
+        if ctx.on_server and not self.trust_server_context:
+            raise IdentityError(
+                "on a LangGraph server the run context is written by the client and cannot "
+                "carry identity; use FromServerAuth() or FromJWT()",
+                missing=["server identity"],
+            )
         found = self._lookup(ctx.runtime_context)
         bound = _BOUND.get()
         if found is None and bound is None:
