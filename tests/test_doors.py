@@ -303,3 +303,11 @@ def test_scripted_model_reset_rewinds_every_binding() -> None:
     assert bound.invoke("x").content == "one" and model.calls == 1
     with pytest.raises(RuntimeError, match="script has 1 turns"):
         model.invoke("x")
+
+
+def test_wrapped_tool_without_policy_is_refused_not_crashed() -> None:
+    g = Guard({"version": "1", "tools": {}})
+    wrapped = g.wrap_tools(ALL_TOOLS[:1])[0]
+    with acting_for(ALICE), pytest.raises(CallRefused, match="not a valid tool"):
+        wrapped.invoke({"query": "x"})
+    assert RAN == {}

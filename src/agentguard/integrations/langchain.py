@@ -143,8 +143,9 @@ class GuardedTool(BaseTool):
         is_call = isinstance(tool_input, dict) and tool_input.get("type") == "tool_call"
         raw = tool_input.get("args") if is_call else tool_input
         injected: dict[str, Any] = {}
-        if isinstance(raw, dict):
-            visible = set(self.guard.compile(self.inner).schema.get("properties", {}))
+        compiled = self.guard.compile(self.inner)
+        if isinstance(raw, dict) and compiled is not None:  # no policy: the guard refuses anyway
+            visible = set(compiled.schema.get("properties", {}))
             declared = set(getattr(self.inner, "args", {}) or {})
             hidden = declared - visible
             injected = {k: v for k, v in raw.items() if k in hidden}

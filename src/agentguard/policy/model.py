@@ -152,7 +152,6 @@ class ResourceRule(_Strict):
     ]
     type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
     checks: list[ResourceCheck] = Field(default_factory=lambda: ["tenant"], min_length=1)  # type: ignore[arg-type]
-    required: bool = True
 
 
 class ToolPolicy(_Strict):
