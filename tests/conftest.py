@@ -14,6 +14,8 @@ from agentguard import Guard, Principal
 from agentguard.checks.authz import ResourceInfo
 from agentguard.identity import CallContext
 
+from .services import postgres_url, redis_url  # noqa: F401 - session fixtures for real servers
+
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 os.environ.setdefault("LANGGRAPH_NO_VERSION_CHECK", "true")
 
