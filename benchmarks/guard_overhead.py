@@ -108,23 +108,32 @@ class Variant:
     check: Callable[[Any, Any], None] | None = None
 
 
-def _timed(variant: Variant, inputs: Sequence[Any]) -> list[int]:
-    clock = time.perf_counter_ns
+#: Process CPU time (all threads) per call, by variant: unlike wall time, not inflated when other
+#: work shares the machine, so the overheads it gives move less from run to run.
+CPU_NS: dict[str, list[int]] = {}
+
+
+def _timed(variant: Variant, inputs: Sequence[Any]) -> tuple[list[int], list[int]]:
+    clock, cpu = time.perf_counter_ns, time.process_time_ns
     run, check = variant.run, variant.check
-    out: list[int] = []
+    wall_ns: list[int] = []
+    cpu_ns: list[int] = []
     gc.collect()
     gc.disable()
     try:
         for x in inputs:
+            c0 = cpu()
             t0 = clock()
             result = run(x)
             t1 = clock()
-            out.append(t1 - t0)
+            c1 = cpu()
+            wall_ns.append(t1 - t0)
+            cpu_ns.append(c1 - c0)
             if check is not None:
                 check(x, result)  # untimed; gc stays off so the next call is not billed for it
     finally:
         gc.enable()
-    return out
+    return wall_ns, cpu_ns
 
 
 def sample(
@@ -137,7 +146,8 @@ def sample(
 ) -> dict[str, list[int]]:
     """Per-call latencies (ns) for each variant, interleaved block by block.
 
-    Inputs are built before each timing window, so their construction is never timed.
+    Inputs are built before each timing window, so their construction is never timed. CPU
+    times of the same calls go to `CPU_NS`.
     """
     for v in variants:
         _timed(v, [make_input() for _ in range(warmup)])
@@ -147,9 +157,16 @@ def sample(
     while done < n:
         k = min(per_block, n - done)
         for v in variants:
-            results[v.name].extend(_timed(v, [make_input() for _ in range(k)]))
+            wall_ns, cpu_ns = _timed(v, [make_input() for _ in range(k)])
+            results[v.name].extend(wall_ns)
+            CPU_NS.setdefault(v.name, []).extend(cpu_ns)
         done += k
     return results
+
+
+def cpu_p50(name: str) -> float:
+    """Median process CPU time of a variant, µs."""
+    return statistics.median(CPU_NS[name]) / 1e3
 
 
 @dataclass(frozen=True)
@@ -514,6 +531,9 @@ def goals(call_overhead: float, iteration_pct: float, check_p50: float) -> list[
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
 
+    cpu_call = cpu_p50("GuardedToolNode, in-memory audit") - cpu_p50("ToolNode (unguarded)")
+    plain_cpu = cpu_p50("create_agent (unguarded)")
+    cpu_pct = 100.0 * (cpu_p50("create_agent + GuardMiddleware, in-memory") - plain_cpu) / plain_cpu
     return [
         "",
         "Goals",
@@ -522,6 +542,8 @@ def goals(call_overhead: float, iteration_pct: float, check_p50: float) -> list[
         f"    (GuardedToolNode p50 - ToolNode p50; Guard.check alone: p50 {check_p50:.1f} µs)",
         f"  create_agent iteration overhead: {iteration_pct:.1f} % "
         f"(goal < {GOAL_ITERATION_PCT:.0f} %): {verdict(iteration_pct < GOAL_ITERATION_PCT)}",
+        "  The same on process CPU time (all threads; steadier when the machine is shared):",
+        f"    per call {cpu_call:+.1f} µs, create_agent iteration {cpu_pct:+.1f} %",
     ]
 
 

@@ -8,6 +8,7 @@ denial: the guard fails closed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import secrets
@@ -195,6 +196,12 @@ class Guard:
         self._compiled: dict[tuple[str, int], CompiledArgs] = {}
         self._lock = threading.Lock()
         self._run_counter = RunCounter()
+        # Decision ids: a random per-guard prefix and a counter, unique without a syscall each.
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count(1)
+
+    def _next_decision_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids):x}"
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -416,7 +423,7 @@ class Guard:
             policy_version=self.policy.version,
             input_hash=_input_hash(info.args),
             principal=principal,
-            decision_id=secrets.token_hex(16),
+            decision_id=self._next_decision_id(),
             annotations=annotations,
         )
         if approval is not None:
@@ -454,7 +461,7 @@ class Guard:
             policy_version=self.policy.version,
             input_hash=_input_hash(info.args),
             principal=principal,
-            decision_id=secrets.token_hex(16),
+            decision_id=self._next_decision_id(),
             model_message=message,
         )
 
