@@ -1,0 +1,1 @@
+"""Human approval building blocks: consent ledger, step-up verifiers, signed approval assertions."""
