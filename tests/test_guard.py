@@ -221,3 +221,35 @@ def test_visibility_cache_keeps_principals_apart(guard: Guard) -> None:
         assert "send_email" not in guard.visible_names(names, ctx_for(narrowed))
         assert "send_email" not in guard.visible_names(names, ctx_for(delegated))
         assert "send_email" not in guard.visible_names(names, ctx_for(VIEWER))
+
+
+def test_default_audit_is_sqlite_when_a_key_is_configured(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentguard.audit import SqliteSink, read_events
+
+    path = tmp_path / "trail.sqlite3"
+    monkeypatch.setenv("AGENTGUARD_AUDIT_KEY", "hex:" + "ab" * 32)
+    monkeypatch.setenv("AGENTGUARD_AUDIT_PATH", str(path))
+    for i in range(2):  # a second guard (a restarted process) continues the same chain
+        g = Guard(POLICY, resources={"contact": CONTACTS.get})
+        assert isinstance(g.audit.sink, SqliteSink)
+        g.check(call("search_contacts", {"query": "x"}, f"c{i}"), ctx_for(ALICE), tools_by_name())
+        g.audit.close()
+    records = list(read_events(path))
+    assert [r["seq"] for r in records] == [0, 1]
+    assert verify_events(records, bytes.fromhex("ab" * 32)).ok
+
+
+def test_default_audit_key_errors_and_in_memory_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentguard import ConfigurationError
+
+    monkeypatch.setenv("AGENTGUARD_AUDIT_KEY", "hex:not-hex")
+    with pytest.raises(ConfigurationError, match="AGENTGUARD_AUDIT_KEY"):
+        Guard(POLICY, resources={"contact": CONTACTS.get})
+    monkeypatch.setenv("AGENTGUARD_AUDIT_KEY", "short")
+    with pytest.raises(ConfigurationError, match="at least 16"):
+        Guard(POLICY, resources={"contact": CONTACTS.get})
+    monkeypatch.delenv("AGENTGUARD_AUDIT_KEY")
+    g = Guard(POLICY, resources={"contact": CONTACTS.get})
+    assert isinstance(g.audit.sink, MemorySink) and g.audit.key_id == "ephemeral"

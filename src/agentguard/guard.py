@@ -21,7 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 from langchain_core.tools import BaseTool
 
 from agentguard._canonical import digest
-from agentguard.audit import AuditLog, MemorySink
+from agentguard.audit import AuditLog
+from agentguard.audit.defaults import default_audit_log
 from agentguard.checks.authz import (
     AuthzRequest,
     DecisionPoint,
@@ -164,8 +165,9 @@ class Guard:
 
     Args:
         policy: a `Policy`, a path to a YAML/JSON policy file, or a mapping.
-        audit: where decisions go. Defaults to an in-memory log with a random key (fine for
-            notebooks and tests; give production a persistent sink and a managed key).
+        audit: where decisions go. Default: SQLite signed with `AGENTGUARD_AUDIT_KEY` when
+            that is set (see `agentguard.audit.defaults`), else an in-memory log with a random
+            key (fine for notebooks and tests, lost on exit).
         identity: where the principal comes from (default: the in-process run context).
         decision_point: an external authorization engine instead of the policy's own rules.
         resources: resolvers per resource type, for `tenant` / `owner` resource rules.
@@ -183,7 +185,7 @@ class Guard:
         checks: Sequence[Check] = (),
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
-        self.audit = audit or AuditLog(MemorySink(), secrets.token_bytes(32), key_id="ephemeral")
+        self.audit = audit or default_audit_log()
         self.identity: IdentitySource = identity or FromContext()
         self.resources = dict(resources or {})
         if decision_point is None:

@@ -7,8 +7,6 @@ missing or unusable key, unreadable log).
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import collections
 import json
 import os
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentguard.audit.chain import verify_events
+from agentguard.audit.keys import parse_key
 from agentguard.audit.sinks import read_events
 
 __all__ = ["DEFAULT_KEY_ENV", "add_audit_commands", "cmd_show", "cmd_verify", "decode_key"]
@@ -32,19 +31,10 @@ class _UsageError(Exception):
 
 def decode_key(text: str, source: str) -> bytes:
     """Key bytes from `hex:<hex>`, `base64:<b64>` or plain text (UTF-8), as stored in env/file."""
-    text = text.rstrip("\r\n")
     try:
-        if text.startswith("hex:"):
-            key = bytes.fromhex(text[4:].strip())
-        elif text.startswith("base64:"):
-            key = base64.b64decode(text[7:].strip(), validate=True)
-        else:
-            key = text.encode("utf-8")
-    except (ValueError, binascii.Error) as exc:
-        raise _UsageError(f"cannot decode key from {source}: {exc}") from None
-    if not key:
-        raise _UsageError(f"key from {source} is empty")
-    return key
+        return parse_key(text, source)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def _load_key(args: argparse.Namespace) -> bytes:
