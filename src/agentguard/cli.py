@@ -1,4 +1,5 @@
-"""`agentguard`: lint policies, export the policy JSON Schema, verify audit logs, run the demo."""
+"""`agentguard`: lint policies, export the policy JSON Schema, verify audit logs, list consent
+ledger entries, run the demo."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from agentguard.approvals.ledger_cli import add_consent_commands
     from agentguard.audit.cli import add_audit_commands
 
     parser = argparse.ArgumentParser(prog="agentguard", description=__doc__)
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=_cmd_schema)
 
     add_audit_commands(sub)
+    add_consent_commands(sub)
 
     demo = sub.add_parser("demo", help="run the offline demo")
     demo.add_argument("--workdir", help="where the demo writes its audit log")
