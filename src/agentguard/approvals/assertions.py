@@ -9,20 +9,19 @@ assertion once.
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import secrets
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Protocol, cast, get_args, runtime_checkable
+from typing import Any, Literal, cast, get_args
 
 import jwt
 from jwt.api_jws import PyJWS
 
 from agentguard.errors import ConfigurationError, GuardError
+from agentguard.replay import InMemoryReplayStore, ReplayStore, ReplayStoreFull
 
 __all__ = [
     "ASSERTION_TYP",
@@ -68,70 +67,6 @@ class InvalidAssertion(GuardError):
     def __init__(self, code: InvalidAssertionCode, message: str) -> None:
         self.code: InvalidAssertionCode = code
         super().__init__(f"{code}: {message}")
-
-
-class ReplayStoreFull(GuardError):
-    """The replay record is at capacity: refusing is safer than forgetting a used token."""
-
-
-@runtime_checkable
-class ReplayStore(Protocol):
-    """Remembers single-use identifiers (jti, TOTP steps) for as long as they could be replayed.
-
-    ``add_if_absent`` must be atomic: of two concurrent calls with the same key, exactly one
-    returns True. A shared store (e.g. Redis ``SET NX EX``) makes the rule hold across workers.
-    """
-
-    def add_if_absent(self, key: str, ttl: float) -> bool:
-        """Record ``key`` for ``ttl`` seconds; False when it is already recorded."""
-        ...
-
-
-class InMemoryReplayStore:
-    """A bounded, thread-safe, per-process :class:`ReplayStore`.
-
-    Expired entries are pruned on every insert. When the store is full of live entries it
-    raises :class:`ReplayStoreFull` instead of evicting one, since eviction would re-open a
-    replay window.
-    """
-
-    def __init__(
-        self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if max_entries < 1:
-            raise ConfigurationError("max_entries must be at least 1")
-        self._max = max_entries
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
-
-    def add_if_absent(self, key: str, ttl: float) -> bool:
-        """Atomically record ``key`` until ``ttl`` seconds from now; False if already present."""
-        if not math.isfinite(ttl) or ttl <= 0:
-            raise ValueError("ttl must be a positive, finite number of seconds")
-        with self._lock:
-            now = self._clock()
-            self._prune(now)
-            if key in self._expiry:
-                return False
-            if len(self._expiry) >= self._max:
-                raise ReplayStoreFull("replay record is full; try again later")
-            expires = now + ttl
-            self._expiry[key] = expires
-            heapq.heappush(self._heap, (expires, key))
-            return True
-
-    def __len__(self) -> int:
-        with self._lock:
-            self._prune(self._clock())
-            return len(self._expiry)
-
-    def _prune(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            expires, key = heapq.heappop(self._heap)
-            if self._expiry.get(key) == expires:
-                del self._expiry[key]
 
 
 def _algorithms_for_key(key: Any, algorithms: Sequence[str], *, what: str) -> tuple[str, ...]:
