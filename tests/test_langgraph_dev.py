@@ -1,0 +1,229 @@
+"""agentguard behind a real `langgraph dev` server (offline, in-memory runtime).
+
+Starts `langgraph dev` from the repository root with `langgraph.json` (graphs in
+`examples/studio_graphs.py`, demo auth in `examples/studio_auth.py`) and drives it with
+`langgraph_sdk`. Identity must come from the server's auth handler, never from the run
+`context` the client writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import langgraph_api  # noqa: F401 - the dev extra's langgraph-cli[inmem]; missing = broken install
+import pytest
+from langgraph_sdk import get_sync_client
+from langgraph_sdk.errors import APIStatusError
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("langgraph")
+ALICE = "alice-demo-token"
+DANA = "dana-demo-token"
+START_TIMEOUT = 60.0
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+API_LINE = re.compile(r"API:\s*http://127\.0\.0\.1:(\d+)")
+# Persisted dev state is written relative to the working directory (gitignored).
+STATE_DIR = ROOT / ".langgraph_api"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _server_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LANGSMITH_", "LANGCHAIN_", "AGENTGUARD_AUDIT"))
+        and k != "LANGGRAPH_API_KEY"
+    }
+    env.update(
+        LANGGRAPH_NO_VERSION_CHECK="true",
+        LANGSMITH_TRACING="false",
+        LANGGRAPH_DISABLE_FILE_PERSISTENCE="true",
+        TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS="",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _log_port(log: Path) -> int | None:
+    try:
+        text = ANSI.sub("", log.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return None
+    found = API_LINE.findall(text)
+    return int(found[-1]) if found else None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+    # the uvicorn worker shares the group; make sure nothing of it survives
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not CLI.exists():
+        pytest.fail(f"{CLI} not installed: run `make test` (dev extra langgraph-cli[inmem])")
+    had_state_dir = STATE_DIR.exists()
+    log = tmp_path_factory.mktemp("langgraph_dev") / "server.log"
+    port = _free_port()
+    cmd = [
+        str(CLI),
+        "dev",
+        "--no-browser",
+        "--no-reload",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_server_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    actual = port
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"langgraph dev exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+            actual = _log_port(log) or port  # the CLI may pick another port silently
+            try:
+                if httpx.get(f"http://127.0.0.1:{actual}/ok", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"langgraph dev not up in {START_TIMEOUT}s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{actual}"
+    finally:
+        _stop(proc)
+        deadline = time.monotonic() + 10
+        while _listening(actual) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not had_state_dir:
+            shutil.rmtree(STATE_DIR, ignore_errors=True)
+        assert not _listening(actual), f"something still listens on port {actual}"
+
+
+def _run(
+    url: str, token: str, graph: str, text: str, context: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    client = get_sync_client(url=url, api_key=None, headers={"Authorization": f"Bearer {token}"})
+    thread = client.threads.create()
+    assert thread["metadata"].get("owner") == token.split("-")[0]  # stamped by the auth handler
+    client.runs.wait(
+        thread["thread_id"],
+        graph,
+        input={"messages": [{"role": "user", "content": text}]},
+        context=context,
+    )
+    state = client.threads.get_state(thread["thread_id"])
+    return list(state["values"]["messages"])
+
+
+def _tool_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    tools = [m for m in messages if m["type"] == "tool"]
+    assert len(tools) == 1, messages
+    assert messages[-1]["type"] == "ai"
+    assert messages[-1]["content"] == f"tool said: {tools[0]['content']}"
+    return tools[0]
+
+
+def _call(contact_id: str) -> str:
+    return f'call get_contact {{"contact_id": "{contact_id}"}}'
+
+
+def test_own_tenant_contact_runs(server: str) -> None:
+    tool = _tool_message(_run(server, ALICE, "server_agent", _call("c-101")))
+    assert tool["status"] == "success"
+    assert "Bob Lee" in tool["content"] and "bob.lee@acme.example" in tool["content"]
+
+
+def test_other_tenant_contact_refused(server: str) -> None:
+    tool = _tool_message(_run(server, ALICE, "server_agent", _call("c-900")))
+    assert tool["status"] == "error"
+    assert "[tenant]" in tool["content"] and "not in your tenant" in tool["content"]
+    assert "Dana Wu" not in tool["content"]
+
+
+def test_forged_context_does_not_change_identity(server: str) -> None:
+    forged = {"principal": {"tenant": "globex", "user": "dana", "role": "admin"}}
+    tool = _tool_message(_run(server, ALICE, "server_agent", _call("c-900"), context=forged))
+    assert tool["status"] == "error"
+    assert "not in your tenant" in tool["content"]
+    assert "Dana Wu" not in tool["content"]
+
+
+def test_other_tenant_admin_gets_own_contact(server: str) -> None:
+    tool = _tool_message(_run(server, DANA, "server_agent", _call("c-900")))
+    assert tool["status"] == "success"
+    assert "Dana Wu" in tool["content"]
+
+
+@pytest.mark.parametrize(
+    "context",
+    [None, {"principal": {"tenant": "acme", "user": "alice", "role": "employee"}}],
+    ids=["no-context", "context-principal"],
+)
+def test_from_context_refuses_on_server(server: str, context: dict[str, Any] | None) -> None:
+    tool = _tool_message(_run(server, ALICE, "naive_agent", _call("c-101"), context=context))
+    assert tool["status"] == "error"
+    assert "run context is written by the client" in tool["content"]
+    assert "Bob Lee" not in tool["content"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}])
+def test_missing_or_unknown_token_rejected(server: str, headers: dict[str, str]) -> None:
+    client = get_sync_client(url=server, api_key=None, headers=headers)
+    with pytest.raises(APIStatusError) as info:
+        client.threads.create()
+    assert info.value.status_code in (401, 403)
+
+
+def test_threads_are_scoped_to_their_owner(server: str) -> None:
+    dana = get_sync_client(url=server, api_key=None, headers={"Authorization": f"Bearer {DANA}"})
+    alice = get_sync_client(url=server, api_key=None, headers={"Authorization": f"Bearer {ALICE}"})
+    thread = dana.threads.create()
+    with pytest.raises(APIStatusError) as info:
+        alice.threads.get(thread["thread_id"])
+    assert info.value.status_code in (403, 404)
+    assert thread["thread_id"] not in {t["thread_id"] for t in alice.threads.search(limit=100)}
