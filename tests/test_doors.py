@@ -311,3 +311,21 @@ def test_wrapped_tool_without_policy_is_refused_not_crashed() -> None:
     with acting_for(ALICE), pytest.raises(CallRefused, match="not a valid tool"):
         wrapped.invoke({"query": "x"})
     assert RAN == {}
+
+
+def test_wrapped_tool_error_results_are_audited_as_errors() -> None:
+    from langchain_core.tools import ToolException, tool
+
+    @tool
+    def flaky(query: str) -> str:
+        """Always fails."""
+        raise ToolException("backend down")
+
+    flaky.handle_tool_error = True
+
+    g = Guard({"version": "1", "tools": {"flaky": {"risk": "low"}}})
+    wrapped = g.wrap_tools([flaky])[0]
+    with acting_for(ALICE):
+        msg = wrapped.invoke(call("flaky", {"query": "x"}, "f1"))
+    assert isinstance(msg, ToolMessage) and msg.status == "error"
+    assert [(e.event, e.result) for e in g.audit.events()][-1] == ("execution", "error")

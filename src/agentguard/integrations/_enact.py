@@ -11,11 +11,12 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
+from agentguard._canonical import canonical_json
 from agentguard.checks.limits import INVALID_KIND, MARK
 from agentguard.errors import RunAborted
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
-from agentguard.verdict import Decision, Verdict
+from agentguard.verdict import Verdict
 
 ToolResult = ToolMessage | Command[Any]
 
@@ -49,31 +50,42 @@ def _tools_of(request: ToolCallRequest) -> Mapping[str, BaseTool]:
     return tools
 
 
+def stop_if_asked(verdict: Verdict) -> None:
+    """Enact a verdict that ends the run (after it was written down)."""
+    if verdict.stop_run:
+        raise RunAborted(f"agentguard stopped the run: {verdict.reasons[-1].message}")
+
+
 def decide(guard: Guard, request: ToolCallRequest) -> tuple[Verdict, CallContext]:
     ctx = CallContext.from_langgraph(request.runtime, state=request.state)
     verdict = guard.check(request.tool_call, ctx, _tools_of(request))
-    if verdict.stop_run:
-        stop = verdict.reasons[-1]
-        raise RunAborted(f"agentguard stopped the run: {stop.message}")
+    stop_if_asked(verdict)
     return verdict, ctx
 
 
 def allowed_request(request: ToolCallRequest, verdict: Verdict) -> ToolCallRequest | None:
     """The request to execute, with the validated arguments; None when it must not run."""
-    if verdict.decision not in (Decision.ALLOW, Decision.ALLOW_WITH):
+    if not verdict.allowed:
         return None
     assert verdict.args is not None
     return request.override(tool_call={**request.tool_call, "args": dict(verdict.args)})
 
 
-def _status(result: Any) -> tuple[str, Any]:
+def execution_outcome(result: Any) -> tuple[str, Any]:
+    """(status, output to hash) of what a tool returned: an error ToolMessage is an error."""
     if isinstance(result, ToolMessage):
         return ("error" if result.status == "error" else "success"), result.content
-    return "success", None
+    if isinstance(result, Command):
+        return "success", None
+    try:
+        canonical_json(result)
+    except Exception:  # not JSON: hash its text form
+        return "success", repr(result)
+    return "success", result
 
 
 def _finish(guard: Guard, verdict: Verdict, ctx: CallContext, result: ToolResult) -> ToolResult:
-    status, output = _status(result)
+    status, output = execution_outcome(result)
     guard.record_execution(verdict, ctx, status=status, output=output)
     return result
 

@@ -13,11 +13,17 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 from pydantic import ConfigDict
 
-from agentguard.errors import GuardError, RunAborted
+from agentguard.errors import GuardError
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
-from agentguard.integrations._enact import arun_guarded, refusal_message, run_guarded
-from agentguard.verdict import Decision, Verdict
+from agentguard.integrations._enact import (
+    arun_guarded,
+    execution_outcome,
+    refusal_message,
+    run_guarded,
+    stop_if_asked,
+)
+from agentguard.verdict import Verdict
 
 
 def _tool_choice_name(choice: Any) -> str | None:
@@ -161,8 +167,7 @@ class GuardedTool(BaseTool):
         ctx = CallContext.from_langgraph(runtime, config=config)
         request = {"name": self.name, "args": raw, "id": call.get("id") if call else None}
         verdict = self.guard.check(request, ctx, {self.name: self.inner})
-        if verdict.stop_run:
-            raise RunAborted(f"agentguard stopped the run: {verdict.reasons[-1].message}")
+        stop_if_asked(verdict)
         return verdict, ctx, call, injected
 
     def _refuse(self, verdict: Verdict, call: ToolCall | None) -> Any:
@@ -178,19 +183,20 @@ class GuardedTool(BaseTool):
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         verdict, ctx, call, injected = self._decide(input, config)
-        if verdict.decision not in (Decision.ALLOW, Decision.ALLOW_WITH):
+        if not verdict.allowed:
             return self._refuse(verdict, call)
         try:
             result = self.inner.invoke(self._inner_input(verdict, call, injected), config, **kwargs)
         except Exception:
             self.guard.record_execution(verdict, ctx, status="error")
             raise
-        self.guard.record_execution(verdict, ctx, status="success", output=_output_of(result))
+        status, output = execution_outcome(result)
+        self.guard.record_execution(verdict, ctx, status=status, output=output)
         return result
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         verdict, ctx, call, injected = self._decide(input, config)
-        if verdict.decision not in (Decision.ALLOW, Decision.ALLOW_WITH):
+        if not verdict.allowed:
             return self._refuse(verdict, call)
         try:
             result = await self.inner.ainvoke(
@@ -199,20 +205,9 @@ class GuardedTool(BaseTool):
         except Exception:
             self.guard.record_execution(verdict, ctx, status="error")
             raise
-        self.guard.record_execution(verdict, ctx, status="success", output=_output_of(result))
+        status, output = execution_outcome(result)
+        self.guard.record_execution(verdict, ctx, status=status, output=output)
         return result
-
-
-def _output_of(result: Any) -> Any:
-    if isinstance(result, ToolMessage):
-        return result.content
-    try:
-        from agentguard._canonical import canonical_json
-
-        canonical_json(result)
-        return result
-    except Exception:
-        return repr(result)
 
 
 def wrap_tools(guard: Guard, tools: Sequence[BaseTool]) -> list[GuardedTool]:
