@@ -16,11 +16,14 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from langchain_core.tools import BaseTool
 
 from agentguard._canonical import digest
+from agentguard._summary import clip_key as _clip_key
+from agentguard._summary import describe_args as _describe
+from agentguard._summary import safe_name as _safe_name
 from agentguard.audit import AuditLog
 from agentguard.audit.defaults import default_audit_log
 from agentguard.checks.authz import (
@@ -45,6 +48,11 @@ from agentguard.verdict import (
     Verdict,
     combine_denials,
 )
+
+if TYPE_CHECKING:
+    from agentguard.approvals.gate import ApprovalFlow, Approvals
+    from agentguard.killswitch import KillSwitch
+
 
 log = logging.getLogger("agentguard")
 
@@ -92,41 +100,6 @@ def _strongest(a: Approval | None, b: Approval | None) -> Approval | None:
     return Approval(kind=kind, reasons=a.reasons + b.reasons)
 
 
-def _describe(value: Any, depth: int = 0) -> Any:
-    """Shape of a value without its content: what audit summaries may hold."""
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return f"string({len(value)})"
-    if isinstance(value, list):
-        return f"array({len(value)})"
-    if isinstance(value, dict):
-        if depth >= 1:
-            return f"object({len(value)})"
-        return {_clip_key(k): _describe(v, depth + 1) for k, v in list(value.items())[:32]}
-    return type(value).__name__
-
-
-def _clip_key(key: Any) -> str:
-    text = key if isinstance(key, str) else str(key)
-    if len(text) <= 64 and text.isprintable():
-        return text
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= 64 else text[:61] + "..."
-
-
-def _safe_name(name: Any) -> str:
-    text = name if isinstance(name, str) else repr(name)
-    text = text.encode("ascii", "backslashreplace").decode("ascii")
-    return text if len(text) <= 64 else text[:61] + "..."
-
-
 def _walk_digest(value: Any, max_nodes: int = 1_000_000) -> str:
     """Iterative digest for arguments too deep or odd for canonical JSON (no recursion)."""
     h = hashlib.sha256()
@@ -172,6 +145,9 @@ class Guard:
         decision_point: an external authorization engine instead of the policy's own rules.
         resources: resolvers per resource type, for `tenant` / `owner` resource rules.
         checks: extra checks run after authorization passes.
+        approvals: how calls that need a human are paused and answered (`Approvals`). Without
+            it, such calls are refused with a message saying so.
+        kill_switch: checked before every call (and again when a paused call resumes).
     """
 
     def __init__(
@@ -183,6 +159,8 @@ class Guard:
         decision_point: DecisionPoint | None = None,
         resources: Mapping[str, ResourceResolver] | None = None,
         checks: Sequence[Check] = (),
+        approvals: Approvals | None = None,
+        kill_switch: KillSwitch | None = None,
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
         self.audit = audit or default_audit_log()
@@ -195,6 +173,10 @@ class Guard:
         self._cache_visibility = type(decision_point) is PolicyDecisionPoint
         self._visibility: dict[tuple[Any, ...], tuple[Reason, ...]] = {}
         self.checks = tuple(checks)
+        self.approvals = approvals
+        if approvals is not None:
+            approvals.check_policy(self.policy)
+        self.kill_switch = kill_switch
         self._compiled: dict[tuple[str, int], CompiledArgs] = {}
         self._lock = threading.Lock()
         self._run_counter = RunCounter()
@@ -369,6 +351,23 @@ class Guard:
             )
 
         name = info.name
+        if self.kill_switch is not None:
+            stopped = self.kill_switch.engaged(principal, name if isinstance(name, str) else "")
+            if stopped is not None:
+                return self._deny(
+                    info,
+                    principal,
+                    [
+                        Reason(
+                            "limits.kill_switch",
+                            Level.LIMITS,
+                            "tool calls are stopped by an operator (kill switch)",
+                            detail=f"{stopped.scope}:{stopped.value or '*'}: {stopped.reason}"[
+                                :300
+                            ],
+                        )
+                    ],
+                )
         tool = tools.get(name) if isinstance(name, str) else None
         tool_policy = self.policy.tools.get(name) if isinstance(name, str) else None
         if (
@@ -547,11 +546,63 @@ class Guard:
             policy_version=self.policy.version,
             **self._identity_fields(verdict),
         )
+        self.record_event(event)
+
+    @staticmethod
+    def _execution_summary(verdict: Verdict) -> dict[str, Any]:
+        summary: dict[str, Any] = {"decision_id": verdict.decision_id}
+        approval = (verdict.annotations or {}).get("approval")
+        if isinstance(approval, Mapping):
+            summary["approval"] = {
+                "request_id": approval.get("request_id"),
+                "consents": list(approval.get("consents") or [])[:8],
+            }
+        return summary
+
+    def record_event(self, fields: dict[str, Any]) -> None:
+        """Append one event to the trail (fail closed: the caller must not go on)."""
         try:
-            self.audit.append_fields(event)
+            self.audit.append_fields(fields)
         except Exception as exc:
             log.exception("agentguard: audit write failed")
             raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+
+    def approval_flow(
+        self,
+        verdict: Verdict,
+        ctx: CallContext,
+        tools: Mapping[str, BaseTool],
+        *,
+        namespace: str | None,
+    ) -> ApprovalFlow:
+        """The review of one `approve_first` verdict; edits are re-checked by this guard."""
+        from agentguard.approvals.gate import ApprovalFlow
+
+        if self.approvals is None:
+            raise GuardError("no approvals are configured for this guard")
+        name, call_id = verdict.call.name, verdict.call.id
+
+        def recheck(args: Mapping[str, Any]) -> Verdict:
+            return self.check({"name": name, "args": args, "id": call_id}, ctx, tools)
+
+        return ApprovalFlow(
+            self.approvals,
+            policy=self.policy,
+            verdict=verdict,
+            thread_id=ctx.thread_id,
+            namespace=namespace,
+            recheck=recheck,
+            audit=self.record_event,
+            run_id=ctx.run_id,
+        )
+
+    def claim_approved(self, verdict: Verdict) -> Verdict | None:
+        """Right before an approved call runs: None to go on, or the refusal if it already ran."""
+        if self.approvals is None:
+            return None
+        from agentguard.approvals.gate import claim_run
+
+        return claim_run(self.approvals, verdict, self.record_event)
 
     def record_execution(
         self, verdict: Verdict, ctx: CallContext, *, status: str, output: Any = None
@@ -568,10 +619,7 @@ class Guard:
             output_hash=_input_hash(output) if output is not None else None,
             result=status,
             policy_version=self.policy.version,
-            summary={"decision_id": verdict.decision_id},
+            summary=self._execution_summary(verdict),
             **self._identity_fields(verdict),
         )
-        try:
-            self.audit.append_fields(event)
-        except Exception as exc:
-            raise AuditUnavailable(f"audit log unavailable: {type(exc).__name__}") from exc
+        self.record_event(event)

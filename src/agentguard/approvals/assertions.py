@@ -31,6 +31,7 @@ __all__ = [
     "ApprovalSigner",
     "Binding",
     "DecisionKind",
+    "GrantTerms",
     "InMemoryReplayStore",
     "InvalidAssertion",
     "InvalidAssertionCode",
@@ -172,6 +173,42 @@ class Binding:
 
 
 @dataclass(frozen=True)
+class GrantTerms:
+    """A time-limited grant an approver adds to an approval: later calls of the same tool by
+    the same principal whose `match` arguments equal this call's run without asking again."""
+
+    ttl_seconds: int
+    match: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        ttl = self.ttl_seconds
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+            raise ValueError("grant ttl_seconds must be a positive integer")
+        names = self.match
+        if (
+            not isinstance(names, tuple)
+            or not names
+            or len(names) > 16
+            or any(not isinstance(n, str) or not n or len(n) > 64 for n in names)
+            or list(names) != sorted(set(names))
+        ):
+            raise ValueError("grant match must be 1-16 distinct argument names, sorted")
+
+    def to_claims(self) -> dict[str, Any]:
+        return {"ttl_seconds": self.ttl_seconds, "match": list(self.match)}
+
+    @classmethod
+    def from_claims(cls, claims: Any) -> GrantTerms:
+        if not isinstance(claims, Mapping) or set(claims) != {"ttl_seconds", "match"}:
+            raise InvalidAssertion("malformed", "grant must have exactly ttl_seconds and match")
+        match = claims["match"]
+        try:
+            return cls(claims["ttl_seconds"], tuple(match) if isinstance(match, list) else ())
+        except ValueError as exc:
+            raise InvalidAssertion("malformed", str(exc)) from None
+
+
+@dataclass(frozen=True)
 class ApprovalAssertion:
     """A verified human decision: who decided what, about which call, valid until when."""
 
@@ -184,6 +221,7 @@ class ApprovalAssertion:
     issued_at: float
     expires_at: float
     edited_args_digest: str | None = None
+    grant: GrantTerms | None = None
 
 
 class ApprovalSigner:
@@ -220,6 +258,7 @@ class ApprovalSigner:
         decision: DecisionKind,
         binding: Binding,
         edited_args_digest: str | None = None,
+        grant: GrantTerms | None = None,
         now: float | None = None,
     ) -> str:
         """A compact JWT for one decision, bound to ``binding``, valid for ``lifetime`` seconds."""
@@ -248,6 +287,10 @@ class ApprovalSigner:
         }
         if edited_args_digest is not None:
             claims["edited_args_digest"] = edited_args_digest
+        if grant is not None:
+            if decision != "approve":
+                raise ValueError("a grant can only come with an 'approve' decision")
+            claims["grant"] = grant.to_claims()
         if self.issuer is not None:
             claims["iss"] = self.issuer
         return jwt.encode(
@@ -338,6 +381,9 @@ class ApprovalAssertionVerifier:
         edited = claims.get("edited_args_digest")
         _check_edit_digest(decision, edited)
         binding = Binding.from_claims(claims["binding"])
+        grant = GrantTerms.from_claims(claims["grant"]) if "grant" in claims else None
+        if grant is not None and decision != "approve":
+            raise InvalidAssertion("malformed", "a grant can only come with 'approve'")
 
         diff = binding.differences(expected)
         if diff:
@@ -360,6 +406,7 @@ class ApprovalAssertionVerifier:
             issued_at=issued_at,
             expires_at=expires_at,
             edited_args_digest=cast("str | None", edited),
+            grant=grant,
         )
 
     def _decode(self, token: str, key: Any, algorithms: tuple[str, ...]) -> dict[str, Any]:

@@ -149,11 +149,17 @@ class ConsentEntry(BaseModel):
     risk: str = Field(min_length=1)
     decision: Decision
     approvers: tuple[str, ...]
+    approver_role: str | None = None
     method: str = Field(min_length=1, description='e.g. "confirm", "step_up:totp", "four_eyes"')
     policy_version: str = Field(min_length=1)
     decided_at: datetime
     expires_at: datetime | None = None
     reason: str | None = Field(default=None, max_length=1000)
+    response_hash: str | None = Field(
+        default=None,
+        max_length=128,
+        description="digest of the reviewer's answer, so a replayed answer can be recognized",
+    )
 
     @field_validator("decided_at", "expires_at", mode="after")
     @classmethod

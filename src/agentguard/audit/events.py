@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EventKind = Literal["decision", "execution", "guard"]
+EventKind = Literal["decision", "execution", "approval", "guard"]
 
 
 def _now() -> str:
@@ -15,7 +15,7 @@ def _now() -> str:
 
 
 class AuditEvent(BaseModel):
-    """One decision or one execution, as the guard saw it.
+    """One decision, execution or approval step, as the guard saw it.
 
     `seq`, `prev_hash`, `hash` and `key_id` are filled in by the audit log when the event is
     appended; callers leave them unset.

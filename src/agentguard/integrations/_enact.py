@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 
 from agentguard._canonical import canonical_json
 from agentguard.checks.limits import INVALID_KIND, MARK
 from agentguard.errors import RunAborted
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
-from agentguard.verdict import Verdict
+from agentguard.verdict import Decision, Level, Reason, Verdict
 
 ToolResult = ToolMessage | Command[Any]
 
@@ -50,22 +51,125 @@ def _tools_of(request: ToolCallRequest) -> Mapping[str, BaseTool]:
     return tools
 
 
+EDIT_NOTE = (
+    "[agentguard] A human reviewer edited this call before it ran: it ran with different "
+    "arguments than the ones you sent. Do not repeat your original call.\n\n"
+)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A verdict after any human review: run `verdict`, or answer with `message` instead."""
+
+    verdict: Verdict
+    message: ToolMessage | None = None
+    edited: bool = False
+
+
+def _graph_namespace() -> tuple[bool, str | None]:
+    """(can this task pause and resume?, its checkpoint namespace)."""
+    try:
+        from langgraph.config import get_config
+
+        configurable = get_config().get("configurable") or {}
+    except Exception:  # not inside a graph run
+        return False, None
+    paused_ok = configurable.get("__pregel_checkpointer") is not None
+    ns = configurable.get("checkpoint_ns")
+    return paused_ok, str(ns) if ns is not None else None
+
+
+def _cannot_pause(guard: Guard, verdict: Verdict, ctx: CallContext) -> Verdict:
+    kind = verdict.approval.kind.value if verdict.approval else "approval"
+    message = (
+        f"'{verdict.call.name}' needs human approval ({kind}), but this run cannot pause for it "
+        "(no checkpointer, or not inside a LangGraph run); it was not run."
+    )
+    refused = verdict.with_(
+        decision=Decision.DENY,
+        reasons=(Reason("approval.cannot_pause", Level.CONFIRMATION, message),),
+        model_message=message,
+    )
+    guard.record_event(
+        dict(
+            event="approval",
+            tool=str(verdict.call.name),
+            call_id=verdict.call.id,
+            thread_id=ctx.thread_id,
+            run_id=ctx.run_id,
+            risk=verdict.risk,
+            confirmation=kind,
+            input_hash=verdict.input_hash,
+            result="cannot_pause",
+            reason="approval.cannot_pause",
+            level=Level.CONFIRMATION.value,
+            policy_version=verdict.policy_version,
+            **(verdict.principal.audit_fields() if verdict.principal is not None else {}),
+        )
+    )
+    return refused
+
+
+def settle(
+    guard: Guard, verdict: Verdict, ctx: CallContext, tools: Mapping[str, BaseTool]
+) -> Settled:
+    """Ask a human when the verdict says so (pausing the graph), and return what to do."""
+    if verdict.decision is not Decision.APPROVE_FIRST or guard.approvals is None:
+        return Settled(verdict, None if verdict.allowed else refusal_message(verdict))
+    paused_ok, namespace = _graph_namespace()
+    if not paused_ok:
+        return Settled(refusal := _cannot_pause(guard, verdict, ctx), refusal_message(refusal))
+    flow = guard.approval_flow(verdict, ctx, tools, namespace=namespace)
+    outcome = flow.use_grant()
+    while outcome is None:
+        step = interrupt(flow.request(), response_schema=flow.response_schema())
+        flow.take(step)
+        outcome = flow.outcome
+    if outcome.kind == "run":
+        return Settled(outcome.verdict, None, outcome.edited)
+    if outcome.kind == "respond":
+        return Settled(outcome.verdict, _answer_message(outcome.verdict, outcome.message or ""))
+    return Settled(outcome.verdict, refusal_message(outcome.verdict))
+
+
+def _answer_message(verdict: Verdict, text: str) -> ToolMessage:
+    """A reviewer's answer standing in for the tool's result (the tool did not run)."""
+    name = verdict.call.name if isinstance(verdict.call.name, str) else "tool"
+    return ToolMessage(
+        content=text,
+        name=name[:64],
+        tool_call_id=str(verdict.call.id or ""),
+        status="success",
+        additional_kwargs={MARK: {"kind": "responded", "decision_id": verdict.decision_id}},
+    )
+
+
+def note_edit(result: Any) -> Any:
+    """Tell the model its call ran with a reviewer's arguments, not its own."""
+    if isinstance(result, ToolMessage) and isinstance(result.content, str):
+        return result.model_copy(update={"content": EDIT_NOTE + result.content})
+    return result
+
+
 def stop_if_asked(verdict: Verdict) -> None:
     """Enact a verdict that ends the run (after it was written down)."""
     if verdict.stop_run:
         raise RunAborted(f"agentguard stopped the run: {verdict.reasons[-1].message}")
 
 
-def decide(guard: Guard, request: ToolCallRequest) -> tuple[Verdict, CallContext]:
+def decide(guard: Guard, request: ToolCallRequest) -> tuple[Settled, CallContext]:
+    """The guard's verdict on one call, after any human review it needs."""
     ctx = CallContext.from_langgraph(request.runtime, state=request.state)
-    verdict = guard.check(request.tool_call, ctx, _tools_of(request))
+    tools = _tools_of(request)
+    verdict = guard.check(request.tool_call, ctx, tools)
     stop_if_asked(verdict)
-    return verdict, ctx
+    return settle(guard, verdict, ctx, tools), ctx
 
 
-def allowed_request(request: ToolCallRequest, verdict: Verdict) -> ToolCallRequest | None:
+def allowed_request(request: ToolCallRequest, settled: Settled) -> ToolCallRequest | None:
     """The request to execute, with the validated arguments; None when it must not run."""
-    if not verdict.allowed:
+    verdict = settled.verdict
+    if settled.message is not None or not verdict.allowed:
         return None
     assert verdict.args is not None
     return request.override(tool_call={**request.tool_call, "args": dict(verdict.args)})
@@ -84,10 +188,10 @@ def execution_outcome(result: Any) -> tuple[str, Any]:
     return "success", result
 
 
-def _finish(guard: Guard, verdict: Verdict, ctx: CallContext, result: ToolResult) -> ToolResult:
+def _finish(guard: Guard, settled: Settled, ctx: CallContext, result: ToolResult) -> ToolResult:
     status, output = execution_outcome(result)
-    guard.record_execution(verdict, ctx, status=status, output=output)
-    return result
+    guard.record_execution(settled.verdict, ctx, status=status, output=output)
+    return note_edit(result) if settled.edited else result
 
 
 def run_guarded(
@@ -95,18 +199,31 @@ def run_guarded(
     request: ToolCallRequest,
     execute: Callable[[ToolCallRequest], ToolResult],
 ) -> ToolResult:
-    verdict, ctx = decide(guard, request)
-    run = allowed_request(request, verdict)
+    settled, ctx = decide(guard, request)
+    return run_settled(guard, request, settled, ctx, execute)
+
+
+def run_settled(
+    guard: Guard,
+    request: ToolCallRequest,
+    settled: Settled,
+    ctx: CallContext,
+    execute: Callable[[ToolCallRequest], ToolResult],
+) -> ToolResult:
+    run = allowed_request(request, settled)
     if run is None:
-        return refusal_message(verdict)
+        return settled.message or refusal_message(settled.verdict)
+    already = guard.claim_approved(settled.verdict)
+    if already is not None:
+        return refusal_message(already)
     try:
         result = execute(run)
     except GraphBubbleUp:
         raise
     except Exception:
-        guard.record_execution(verdict, ctx, status="error")
+        guard.record_execution(settled.verdict, ctx, status="error")
         raise
-    return _finish(guard, verdict, ctx, result)
+    return _finish(guard, settled, ctx, result)
 
 
 async def arun_guarded(
@@ -114,15 +231,28 @@ async def arun_guarded(
     request: ToolCallRequest,
     execute: Callable[[ToolCallRequest], Awaitable[ToolResult]],
 ) -> ToolResult:
-    verdict, ctx = decide(guard, request)
-    run = allowed_request(request, verdict)
+    settled, ctx = decide(guard, request)
+    return await arun_settled(guard, request, settled, ctx, execute)
+
+
+async def arun_settled(
+    guard: Guard,
+    request: ToolCallRequest,
+    settled: Settled,
+    ctx: CallContext,
+    execute: Callable[[ToolCallRequest], Awaitable[ToolResult]],
+) -> ToolResult:
+    run = allowed_request(request, settled)
     if run is None:
-        return refusal_message(verdict)
+        return settled.message or refusal_message(settled.verdict)
+    already = guard.claim_approved(settled.verdict)
+    if already is not None:
+        return refusal_message(already)
     try:
         result = await execute(run)
     except GraphBubbleUp:
         raise
     except Exception:
-        guard.record_execution(verdict, ctx, status="error")
+        guard.record_execution(settled.verdict, ctx, status="error")
         raise
-    return _finish(guard, verdict, ctx, result)
+    return _finish(guard, settled, ctx, result)

@@ -17,10 +17,13 @@ from agentguard.errors import GuardError
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
 from agentguard.integrations._enact import (
+    Settled,
     arun_guarded,
     execution_outcome,
+    note_edit,
     refusal_message,
     run_guarded,
+    settle,
     stop_if_asked,
 )
 from agentguard.verdict import Verdict
@@ -161,53 +164,66 @@ class GuardedTool(BaseTool):
 
     def _decide(
         self, tool_input: Any, config: RunnableConfig | None
-    ) -> tuple[Verdict, CallContext, ToolCall | None, dict[str, Any]]:
+    ) -> tuple[Settled, CallContext, ToolCall | None, dict[str, Any]]:
         call, raw, injected = self._split(tool_input)
         runtime = _current_runtime(config)
         ctx = CallContext.from_langgraph(runtime, config=config)
         request = {"name": self.name, "args": raw, "id": call.get("id") if call else None}
-        verdict = self.guard.check(request, ctx, {self.name: self.inner})
+        tools = {self.name: self.inner}
+        verdict = self.guard.check(request, ctx, tools)
         stop_if_asked(verdict)
-        return verdict, ctx, call, injected
+        return settle(self.guard, verdict, ctx, tools), ctx, call, injected
 
-    def _refuse(self, verdict: Verdict, call: ToolCall | None) -> Any:
+    @staticmethod
+    def _instead(settled: Settled, call: ToolCall | None) -> Any:
+        """What the caller gets when the tool does not run."""
+        message = settled.message
         if call is not None:
-            return refusal_message(verdict)
-        raise CallRefused(verdict)
+            return message
+        if message is not None and message.status == "success":
+            return message.content  # a reviewer answered in the tool's place
+        raise CallRefused(settled.verdict)
 
     def _inner_input(
-        self, verdict: Verdict, call: ToolCall | None, injected: dict[str, Any]
+        self, settled: Settled, call: ToolCall | None, injected: dict[str, Any]
     ) -> Any:
-        args = {**dict(verdict.args or {}), **injected}
+        args = {**dict(settled.verdict.args or {}), **injected}
         return {**call, "args": args} if call is not None else args
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        verdict, ctx, call, injected = self._decide(input, config)
-        if not verdict.allowed:
-            return self._refuse(verdict, call)
-        try:
-            result = self.inner.invoke(self._inner_input(verdict, call, injected), config, **kwargs)
-        except Exception:
-            self.guard.record_execution(verdict, ctx, status="error")
-            raise
+    def _done(self, settled: Settled, ctx: CallContext, call: ToolCall | None, result: Any) -> Any:
         status, output = execution_outcome(result)
-        self.guard.record_execution(verdict, ctx, status=status, output=output)
-        return result
+        self.guard.record_execution(settled.verdict, ctx, status=status, output=output)
+        return note_edit(result) if settled.edited and call is not None else result
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        settled, ctx, call, injected = self._decide(input, config)
+        if settled.message is not None or not settled.verdict.allowed:
+            return self._instead(settled, call)
+        already = self.guard.claim_approved(settled.verdict)
+        if already is not None:
+            return self._instead(Settled(already, refusal_message(already)), call)
+        try:
+            result = self.inner.invoke(self._inner_input(settled, call, injected), config, **kwargs)
+        except Exception:
+            self.guard.record_execution(settled.verdict, ctx, status="error")
+            raise
+        return self._done(settled, ctx, call, result)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        verdict, ctx, call, injected = self._decide(input, config)
-        if not verdict.allowed:
-            return self._refuse(verdict, call)
+        settled, ctx, call, injected = self._decide(input, config)
+        if settled.message is not None or not settled.verdict.allowed:
+            return self._instead(settled, call)
+        already = self.guard.claim_approved(settled.verdict)
+        if already is not None:
+            return self._instead(Settled(already, refusal_message(already)), call)
         try:
             result = await self.inner.ainvoke(
-                self._inner_input(verdict, call, injected), config, **kwargs
+                self._inner_input(settled, call, injected), config, **kwargs
             )
         except Exception:
-            self.guard.record_execution(verdict, ctx, status="error")
+            self.guard.record_execution(settled.verdict, ctx, status="error")
             raise
-        status, output = execution_outcome(result)
-        self.guard.record_execution(verdict, ctx, status=status, output=output)
-        return result
+        return self._done(settled, ctx, call, result)
 
 
 def wrap_tools(guard: Guard, tools: Sequence[BaseTool]) -> list[GuardedTool]:

@@ -3,6 +3,7 @@ the model the tools its principal may use."""
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +28,22 @@ from langgraph.types import Command
 from agentguard.errors import GuardError
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
-from agentguard.integrations._enact import arun_guarded, run_guarded
+from agentguard.integrations._enact import (
+    Settled,
+    arun_guarded,
+    arun_settled,
+    refusal_message,
+    run_guarded,
+    run_settled,
+    settle,
+    stop_if_asked,
+)
+from agentguard.verdict import Decision, Level, Reason
+
+# Calls of the current node run, decided (and reviewed) before any of them executed.
+_PRESOLVED: contextvars.ContextVar[dict[str, tuple[Settled, CallContext]] | None] = (
+    contextvars.ContextVar("agentguard_presolved", default=None)
+)
 
 HandleToolErrors = bool | str | Callable[..., str] | type[Exception] | tuple[type[Exception], ...]
 
@@ -58,6 +74,12 @@ class GuardedToolNode(ToolNode):
 
     Your own `wrap_tool_call` / `awrap_tool_call` still run, inside the guard (they see only
     calls the guard allowed, with validated arguments).
+
+    All calls of one step are decided, and any human review they need is finished, before
+    the first of them runs: a ToolNode runs its calls in one task, and a task that pauses is
+    re-run from the start when resumed, so a call that had already run would run again.
+    Reviews within one step are asked one after the other. To have every call paused at once
+    (each in its own task, as `create_agent` does), route with `route_tool_calls`.
     """
 
     def __init__(
@@ -80,7 +102,10 @@ class GuardedToolNode(ToolNode):
             def run(req: ToolCallRequest) -> ToolMessage | Command[Any]:
                 return inner_sync(req, execute) if inner_sync else execute(req)
 
-            return run_guarded(guard, request, run)
+            known = _presolved_for(request)
+            if known is None:
+                return run_guarded(guard, request, run)
+            return run_settled(guard, request, known[0], known[1], run)
 
         async def aguarded(request: ToolCallRequest, execute: Callable[..., Any]) -> Any:
             async def run(req: ToolCallRequest) -> ToolMessage | Command[Any]:
@@ -89,7 +114,10 @@ class GuardedToolNode(ToolNode):
                 result: ToolMessage | Command[Any] = await execute(req)
                 return result
 
-            return await arun_guarded(guard, request, run)
+            known = _presolved_for(request)
+            if known is None:
+                return await arun_guarded(guard, request, run)
+            return await arun_settled(guard, request, known[0], known[1], run)
 
         super().__init__(
             tools,
@@ -102,6 +130,54 @@ class GuardedToolNode(ToolNode):
             awrap_tool_call=None if inner_sync and not inner_async else aguarded,
         )
         guard.prepare(self.tools_by_name.values())
+
+    def _presolve(
+        self, input: Any, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> dict[str, tuple[Settled, CallContext]]:
+        """Decide every call of this step, one after the other, pausing for reviews."""
+        tool_calls, _ = self._parse_input(input)
+        ids = [c.get("id") for c in tool_calls]
+        state = self._extract_state(input, config)
+        ctx = CallContext.from_langgraph(runtime, config=config, state=state)
+        out: dict[str, tuple[Settled, CallContext]] = {}
+        for call in tool_calls:
+            call_id = call.get("id")
+            verdict = self.guard.check(call, ctx, self.tools_by_name)
+            stop_if_asked(verdict)
+            if not isinstance(call_id, str) or not call_id or ids.count(call_id) > 1:
+                # Results and reviews are matched to calls by id: without a unique one, refuse.
+                message = "Refused: this tool call has a missing or repeated id. Nothing was run."
+                refused = verdict.with_(
+                    decision=Decision.DENY,
+                    reasons=(Reason("tool.call_id", Level.TOOL, message),),
+                    model_message=message,
+                    invalid=True,
+                )
+                out[str(call_id or "")] = (Settled(refused, refusal_message(refused)), ctx)
+                continue
+            out[call_id] = (settle(self.guard, verdict, ctx, self.tools_by_name), ctx)
+        return out
+
+    def _func(self, input: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
+        token = _PRESOLVED.set(self._presolve(input, config, runtime))
+        try:
+            return super()._func(input, config, runtime)
+        finally:
+            _PRESOLVED.reset(token)
+
+    async def _afunc(self, input: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
+        token = _PRESOLVED.set(self._presolve(input, config, runtime))
+        try:
+            return await super()._afunc(input, config, runtime)
+        finally:
+            _PRESOLVED.reset(token)
+
+
+def _presolved_for(request: ToolCallRequest) -> tuple[Settled, CallContext] | None:
+    table = _PRESOLVED.get()
+    if table is None:
+        return None
+    return table.get(str(request.tool_call.get("id") or ""))
 
 
 class GuardedModelNode(RunnableCallable):

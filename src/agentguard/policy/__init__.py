@@ -3,11 +3,14 @@
 from agentguard.policy.lint import Finding, lint_policy
 from agentguard.policy.loader import load_policy
 from agentguard.policy.model import (
+    ALL_REVIEW_DECISIONS,
+    ApprovalSettings,
     ArgConstraint,
     Confirmation,
     Limits,
     Policy,
     ResourceRule,
+    ReviewDecision,
     Risk,
     RolePolicy,
     ToolPolicy,
@@ -16,12 +19,15 @@ from agentguard.policy.model import (
 )
 
 __all__ = [
+    "ALL_REVIEW_DECISIONS",
+    "ApprovalSettings",
     "ArgConstraint",
     "Confirmation",
     "Finding",
     "Limits",
     "Policy",
     "ResourceRule",
+    "ReviewDecision",
     "Risk",
     "RolePolicy",
     "ToolPolicy",

@@ -78,6 +78,22 @@ def _lint_tool(policy: Policy, name: str, tool: ToolPolicy) -> list[Finding]:
                 "unless a role's max_risk is lower",
             )
         )
+    if "approve" not in tool.approval.decisions and "edit" not in tool.approval.decisions:
+        out.append(
+            Finding(
+                "warning",
+                f"{at}.approval.decisions",
+                "neither 'approve' nor 'edit' is allowed: a call that needs approval never runs",
+            )
+        )
+    if tool.approval.max_grant_seconds and tool.confirmation is Confirmation.FOUR_EYES:
+        out.append(
+            Finding(
+                "warning",
+                f"{at}.approval.max_grant_seconds",
+                "four_eyes approvals never create grants; this setting has no effect",
+            )
+        )
     if tool.roles == []:
         out.append(Finding("warning", f"{at}.roles", "empty list: no role can ever call this tool"))
     if tool.tenants == []:

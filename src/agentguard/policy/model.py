@@ -154,6 +154,27 @@ class ResourceRule(_Strict):
     checks: list[ResourceCheck] = Field(default_factory=lambda: ["tenant"], min_length=1)  # type: ignore[arg-type]
 
 
+ReviewDecision = Literal["approve", "edit", "reject", "respond"]
+ALL_REVIEW_DECISIONS: tuple[ReviewDecision, ...] = ("approve", "edit", "reject", "respond")
+
+
+class ApprovalSettings(_Strict):
+    """How a human review of this tool's calls works (used when a call needs approval)."""
+
+    decisions: list[ReviewDecision] = Field(
+        default_factory=lambda: list(ALL_REVIEW_DECISIONS), min_length=1
+    )
+    expires_after_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
+    max_grant_seconds: int = Field(default=0, ge=0, le=24 * 3600)
+
+    @field_validator("decisions")
+    @classmethod
+    def _unique(cls, v: list[ReviewDecision]) -> list[ReviewDecision]:
+        if len(set(v)) != len(v):
+            raise ValueError("decisions must not repeat")
+        return v
+
+
 class ToolPolicy(_Strict):
     """Everything the guard needs to know about one tool."""
 
@@ -171,6 +192,7 @@ class ToolPolicy(_Strict):
         ArgConstraint,
     ] = Field(default_factory=dict)
     max_args_bytes: int | None = Field(default=None, gt=0)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
 
 class RolePolicy(_Strict):
