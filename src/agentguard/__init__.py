@@ -39,6 +39,16 @@ from agentguard.policy import (
 from agentguard.verdict import Approval, Decision, Level, Reason, Verdict
 
 if TYPE_CHECKING:
+    from agentguard.approvals.assertions import (
+        ApprovalAssertionVerifier,
+        ApprovalSigner,
+        Binding,
+        GrantTerms,
+    )
+    from agentguard.approvals.gate import Approvals
+    from agentguard.approvals.ledger import ConsentEntry, open_ledger
+    from agentguard.approvals.stepup import IdpAssertionVerifier, StepUpVerifier, TotpVerifier
+    from agentguard.approvals.store import open_store
     from agentguard.audit import AuditLog, JsonlSink, MemorySink, SqliteSink, verify_events
     from agentguard.checks.authz import (
         AuthzRequest,
@@ -56,8 +66,31 @@ if TYPE_CHECKING:
     )
     from agentguard.integrations.langgraph import GuardedModelNode, GuardedToolNode
     from agentguard.integrations.structured_output import OutputValidator, StructuredOutputError
+    from agentguard.killswitch import (
+        FileKillSwitch,
+        KillSwitch,
+        MemoryKillSwitch,
+        RedisKillSwitch,
+        open_kill_switch,
+    )
 
 _LAZY = {
+    "Approvals": "agentguard.approvals.gate",
+    "ApprovalSigner": "agentguard.approvals.assertions",
+    "ApprovalAssertionVerifier": "agentguard.approvals.assertions",
+    "Binding": "agentguard.approvals.assertions",
+    "GrantTerms": "agentguard.approvals.assertions",
+    "TotpVerifier": "agentguard.approvals.stepup",
+    "IdpAssertionVerifier": "agentguard.approvals.stepup",
+    "StepUpVerifier": "agentguard.approvals.stepup",
+    "ConsentEntry": "agentguard.approvals.ledger",
+    "open_ledger": "agentguard.approvals.ledger",
+    "open_store": "agentguard.approvals.store",
+    "KillSwitch": "agentguard.killswitch",
+    "MemoryKillSwitch": "agentguard.killswitch",
+    "FileKillSwitch": "agentguard.killswitch",
+    "RedisKillSwitch": "agentguard.killswitch",
+    "open_kill_switch": "agentguard.killswitch",
     "AuditLog": "agentguard.audit",
     "JsonlSink": "agentguard.audit",
     "MemorySink": "agentguard.audit",
@@ -97,11 +130,15 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Approval",
+    "ApprovalAssertionVerifier",
+    "ApprovalSigner",
+    "Approvals",
     "ArgConstraint",
     "AuditLog",
     "AuditUnavailable",
     "AuthzRequest",
     "AuthzResult",
+    "Binding",
     "CallContext",
     "CallRefused",
     "Check",
@@ -109,12 +146,15 @@ __all__ = [
     "CheckResult",
     "ConfigurationError",
     "Confirmation",
+    "ConsentEntry",
     "Decision",
     "DecisionPoint",
     "Delegation",
+    "FileKillSwitch",
     "FromContext",
     "FromJWT",
     "FromServerAuth",
+    "GrantTerms",
     "Guard",
     "GuardError",
     "GuardMiddleware",
@@ -123,9 +163,12 @@ __all__ = [
     "GuardedToolNode",
     "IdentityError",
     "IdentitySource",
+    "IdpAssertionVerifier",
     "JsonlSink",
+    "KillSwitch",
     "Level",
     "Limits",
+    "MemoryKillSwitch",
     "MemorySink",
     "OutputValidator",
     "Policy",
@@ -133,19 +176,25 @@ __all__ = [
     "PolicyError",
     "Principal",
     "Reason",
+    "RedisKillSwitch",
     "ResourceInfo",
     "ResourceRule",
     "Risk",
     "RolePolicy",
     "RunAborted",
     "SqliteSink",
+    "StepUpVerifier",
     "StructuredOutputError",
     "ToolPolicy",
+    "TotpVerifier",
     "Trust",
     "Verdict",
     "acting_for",
     "lint_policy",
     "load_policy",
+    "open_kill_switch",
+    "open_ledger",
+    "open_store",
     "verify_events",
     "wrap_tools",
 ]

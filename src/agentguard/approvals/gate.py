@@ -213,7 +213,7 @@ class Outcome:
 class Step:
     """One answer, as checked (or recognized from the ledger)."""
 
-    kind: Literal["approve", "edit", "reject", "respond", "expired"]
+    kind: Literal["approve", "edit", "reject", "respond", "expired", "stale"]
     approver: Approver | None
     verdict: Verdict | None = None  # edit: the edited call's verdict
     message: str | None = None
@@ -272,20 +272,13 @@ class ApprovalFlow:
         self.run_id = run_id
         self._recheck = recheck
         self._audit = audit
+        # The paused task's identity: stable across re-runs, so answers LangGraph replays are
+        # found in the ledger. What an answer is bound to (principal, arguments, policy
+        # version) is compared per answer: one given under other terms no longer counts.
         self.request_id = (
             "apr_"
             + digest(
-                {
-                    "thread": thread_id,
-                    "ns": namespace,
-                    "call": verdict.call.id,
-                    "tool": self.tool,
-                    "input": verdict.input_hash,
-                    "tenant": principal.tenant,
-                    "user": principal.user,
-                    "agent": principal.agent_id,
-                    "policy": policy.version,
-                }
+                {"thread": thread_id, "ns": namespace, "call": verdict.call.id, "tool": self.tool}
             ).split(":", 1)[-1][:40]
         )
         self._pending: PendingRequest | None = None
@@ -297,6 +290,7 @@ class ApprovalFlow:
         self._edited = False
         self.outcome: Outcome | None = None
         self._expired_grant: Grant | None = None
+        self._stale = False
 
     @property
     def pending(self) -> PendingRequest:
@@ -398,6 +392,11 @@ class ApprovalFlow:
             }
         if self._edited:
             extra["edited"] = True
+        if self._stale:
+            extra["earlier_answers_void"] = (
+                "an earlier answer was given under another policy version, principal or "
+                "arguments and no longer counts"
+            )
         return {
             "action_requests": [
                 {
@@ -424,7 +423,9 @@ class ApprovalFlow:
             raise TypeError("take() expects the value interrupt() returned for this flow")
         self._index += 1
         rnd = self._round
-        if step.kind == "expired":
+        if step.kind == "stale":
+            self._stale = True  # answered under other terms: ask again
+        elif step.kind == "expired":
             self.outcome = self._refuse(
                 "approval.expired",
                 f"The approval request for '{self.tool}' expired before it was approved; "
@@ -488,6 +489,16 @@ class ApprovalFlow:
 
     def _recognized(self, decision: AnswerDecision, entry: ConsentEntry) -> Step:
         """A replayed answer: already verified and recorded; rebuild its step."""
+        p = self.principal
+        current = self._round.verdict
+        if (
+            entry.user != p.user
+            or entry.tenant != p.tenant
+            or entry.agent != p.agent_id
+            or entry.policy_version != self.policy.version
+            or entry.input_hash != current.input_hash
+        ):
+            return Step("stale", None)
         approver = Approver(
             user=entry.approvers[0] if entry.approvers else "",
             role=entry.approver_role,
@@ -580,7 +591,6 @@ class ApprovalFlow:
     ) -> tuple[str, str | None]:
         if assertion is not None:
             return assertion.approver, assertion.approver_role
-        log.warning("agentguard: accepting an UNSIGNED approval decision (development mode)")
         p = self.principal
         user = decision.approver or (
             p.user if self.kind in (Confirmation.CONFIRM, Confirmation.STEP_UP) else None
@@ -811,6 +821,10 @@ class ApprovalFlow:
             expires_at=_utc(expires_at) if expires_at is not None else None,
             response_hash=answer_hash,
         )
+        if not approver.signed:
+            log.warning(
+                "agentguard: recording an UNSIGNED %s by %r (development mode)", decision, approver.user
+            )
         try:
             self.approvals.ledger.record(entry)
         except DuplicateConsent:
