@@ -213,7 +213,7 @@ class Outcome:
 class Step:
     """One answer, as checked (or recognized from the ledger)."""
 
-    kind: Literal["approve", "edit", "reject", "respond", "expired", "stale"]
+    kind: Literal["approve", "edit", "reject", "respond", "expired", "stale", "void"]
     approver: Approver | None
     verdict: Verdict | None = None  # edit: the edited call's verdict
     message: str | None = None
@@ -423,7 +423,9 @@ class ApprovalFlow:
             raise TypeError("take() expects the value interrupt() returned for this flow")
         self._index += 1
         rnd = self._round
-        if step.kind == "stale":
+        if step.kind == "void":
+            pass  # an earlier answer delivered again at a later round: ask again
+        elif step.kind == "stale":
             self._stale = True  # answered under other terms: ask again
         elif step.kind == "expired":
             self.outcome = self._refuse(
@@ -481,11 +483,26 @@ class ApprovalFlow:
                     f"(consent {consent_id})",
                 )
             return self._recognized(decision, known)
+        # An answer sent without an interrupt id stays in the checkpoint until the step ends, and
+        # LangGraph hands it to each later question too (even when it was refused). An answer
+        # already given at another round of this request is that echo: it counts for nothing.
+        used = f"used:{self.request_id}:{answer_hash}"
+        store = self.approvals.store
+        if store.claimed(used) and not store.claimed(f"{used}:{index}"):
+            return Step("void", None)
         try:
-            return self._fresh(decision, consent_id, answer_hash)
+            step = self._fresh(decision, consent_id, answer_hash)
         except AnswerRefused as exc:
+            self._mark_used(used, index)
             self._event("refused", self._round.verdict, reason=exc.code)
             raise
+        self._mark_used(used, index)
+        return step
+
+    def _mark_used(self, used: str, index: int) -> None:
+        now = self.approvals.clock()
+        self.approvals.store.claim(used, now=now)
+        self.approvals.store.claim(f"{used}:{index}", now=now)
 
     def _recognized(self, decision: AnswerDecision, entry: ConsentEntry) -> Step:
         """A replayed answer: already verified and recorded; rebuild its step."""
@@ -823,7 +840,9 @@ class ApprovalFlow:
         )
         if not approver.signed:
             log.warning(
-                "agentguard: recording an UNSIGNED %s by %r (development mode)", decision, approver.user
+                "agentguard: recording an UNSIGNED %s by %r (development mode)",
+                decision,
+                approver.user,
             )
         try:
             self.approvals.ledger.record(entry)

@@ -192,6 +192,10 @@ class ApprovalStore(Protocol):
         True."""
         ...
 
+    def claimed(self, key: str) -> bool:
+        """Whether `key` was claimed (a read; it claims nothing)."""
+        ...
+
     def add_grant(self, grant: Grant) -> None:
         """Record a grant. Idempotent for an identical grant (same id, same content); a different
         grant under an existing id raises DuplicateGrant."""
@@ -234,6 +238,12 @@ class MemoryApprovalStore:
                 return False
             self._claims[key] = now
             return True
+
+    def claimed(self, key: str) -> bool:
+        """Whether `key` was claimed."""
+        _id(key, "key")
+        with self._lock:
+            return key in self._claims
 
     def add_grant(self, grant: Grant) -> None:
         """Store; an identical grant is a no-op, a different one raises `DuplicateGrant`."""
@@ -364,6 +374,15 @@ class SqliteApprovalStore:
             )
             return cursor.rowcount == 1
 
+    def claimed(self, key: str) -> bool:
+        """Whether `key` was claimed."""
+        _id(key, "key")
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM approval_claims WHERE claim_key = ?", (key,)
+            ).fetchone()
+        return row is not None
+
     def add_grant(self, grant: Grant) -> None:
         """Insert; an identical grant is a no-op, a different one raises `DuplicateGrant`."""
         grant = _checked_grant(grant)
@@ -467,6 +486,17 @@ class PostgresApprovalStore:
                 (key, now),
             )
             return cursor.rowcount == 1
+
+    def claimed(self, key: str) -> bool:
+        """Whether `key` was claimed."""
+        _id(key, "key")
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT 1 FROM approval_claims WHERE claim_key = %s", (key,))
+                .fetchone()
+            )
+        return row is not None
 
     def add_grant(self, grant: Grant) -> None:
         """Insert; an identical grant is a no-op, a different one raises `DuplicateGrant`."""
