@@ -86,7 +86,8 @@ __all__ = [
 
 PATH_ENV = "AGENTGUARD_APPROVALS_PATH"
 DEFAULT_PATH = "agentguard-approvals.sqlite3"
-#: Rounds one call may take (four-eyes and edits add rounds); beyond this the call is refused.
+#: Answers that count one call may take (four-eyes and edits add rounds); beyond this, and
+#: beyond four times as many answers of any kind, the call is refused.
 MAX_ROUNDS = 12
 #: How far back to look for an expired grant, to tell the reviewer it lapsed.
 _GRANT_LOOKBACK = 24 * 3600.0
@@ -291,6 +292,7 @@ class ApprovalFlow:
         self.outcome: Outcome | None = None
         self._expired_grant: Grant | None = None
         self._stale = False
+        self._effective = 0  # rounds whose answer counted (not echoes or voided answers)
 
     @property
     def pending(self) -> PendingRequest:
@@ -422,6 +424,8 @@ class ApprovalFlow:
         if not isinstance(step, Step):
             raise TypeError("take() expects the value interrupt() returned for this flow")
         self._index += 1
+        if step.kind not in ("void", "stale"):
+            self._effective += 1
         rnd = self._round
         if step.kind == "void":
             pass  # an earlier answer delivered again at a later round: ask again
@@ -462,7 +466,9 @@ class ApprovalFlow:
                 self._round = _Round(new, carried)
         if self.outcome is None and self._satisfied():
             self.outcome = self._run(self._round.verdict, tuple(self._every))
-        if self.outcome is None and self._index >= MAX_ROUNDS:
+        if self.outcome is None and (
+            self._effective >= MAX_ROUNDS or self._index >= 4 * MAX_ROUNDS
+        ):
             self.outcome = self._refuse(
                 "approval.too_many_rounds",
                 f"The review of '{self.tool}' took too many rounds; it was not run.",
