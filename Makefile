@@ -44,6 +44,7 @@ test: $(DEVSTAMP) services
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/guard_overhead.py
+	$(BIN)/python benchmarks/approval_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

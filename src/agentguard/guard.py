@@ -598,7 +598,7 @@ class Guard:
 
     def claim_approved(self, verdict: Verdict) -> Verdict | None:
         """Right before an approved call runs: None to go on, or the refusal if it already ran."""
-        if self.approvals is None:
+        if self.approvals is None or "approval" not in (verdict.annotations or {}):
             return None
         from agentguard.approvals.gate import claim_run
 
