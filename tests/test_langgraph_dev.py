@@ -3,12 +3,15 @@
 Starts `langgraph dev` from the repository root with `langgraph.json` (graphs in
 `examples/studio_graphs.py`, demo auth in `examples/studio_auth.py`) and drives it with
 `langgraph_sdk`. Identity must come from the server's auth handler, never from the run
-`context` the client writes.
+`context` the client writes. A call that needs approval pauses the run with an interrupt;
+only an answer with a signed approval assertion resumes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -18,13 +21,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
 import langgraph_api  # noqa: F401 - the dev extra's langgraph-cli[inmem]; missing = broken install
 import pytest
 from langgraph_sdk import get_sync_client
+from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import APIStatusError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +56,7 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _server_env() -> dict[str, str]:
+def _server_env(approvals_path: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -58,6 +64,7 @@ def _server_env() -> dict[str, str]:
         and k != "LANGGRAPH_API_KEY"
     }
     env.update(
+        AGENTGUARD_APPROVALS_PATH=str(approvals_path),  # outside the project: no hot reload
         LANGGRAPH_NO_VERSION_CHECK="true",
         LANGSMITH_TRACING="false",
         LANGGRAPH_DISABLE_FILE_PERSISTENCE="true",
@@ -92,7 +99,27 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def approvals_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's consent ledger + approval store, shared by the server and the test."""
+    return tmp_path_factory.mktemp("approvals") / "approvals.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def studio(approvals_path: Path) -> Iterator[ModuleType]:
+    """`examples/studio_graphs.py`, for `sign_answer` (same key as the server's)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AGENTGUARD_APPROVALS_PATH", str(approvals_path))
+        spec = importlib.util.spec_from_file_location(
+            "studio_graphs_under_test", ROOT / "examples" / "studio_graphs.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    yield module
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, approvals_path: Path) -> Iterator[str]:
     if not CLI.exists():
         pytest.fail(f"{CLI} not installed: run `make test` (dev extra langgraph-cli[inmem])")
     had_state_dir = STATE_DIR.exists()
@@ -112,7 +139,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
-            env=_server_env(),
+            env=_server_env(approvals_path),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -227,3 +254,158 @@ def test_threads_are_scoped_to_their_owner(server: str) -> None:
         alice.threads.get(thread["thread_id"])
     assert info.value.status_code in (403, 404)
     assert thread["thread_id"] not in {t["thread_id"] for t in alice.threads.search(limit=100)}
+
+
+# -- human approval: a paused call, answered through the API -------------------------------
+
+EMAIL = {"to": "bob.lee@acme.example", "subject": "Q4", "body": "See you Monday."}
+GRAPHS = ["server_agent", "toolnode_agent"]
+
+
+def _client(url: str, token: str = ALICE) -> SyncLangGraphClient:
+    return get_sync_client(url=url, api_key=None, headers={"Authorization": f"Bearer {token}"})
+
+
+def _paused(client: SyncLangGraphClient, graph: str) -> tuple[str, dict[str, Any]]:
+    """A fresh thread whose run paused on `send_email`; (thread id, the pending interrupt)."""
+    thread_id = client.threads.create()["thread_id"]
+    ask: Any = {"messages": [{"role": "user", "content": f"call send_email {json.dumps(EMAIL)}"}]}
+    out = client.runs.wait(thread_id, graph, input=ask)
+    assert isinstance(out, dict) and out.get("__interrupt__"), out
+    assert client.threads.get(thread_id)["status"] == "interrupted"
+    return thread_id, _pending(client, thread_id)
+
+
+def _pending(client: SyncLangGraphClient, thread_id: str) -> dict[str, Any]:
+    state = client.threads.get_state(thread_id)
+    pending = list(state["interrupts"])
+    assert len(pending) == 1, state
+    assert [i["id"] for t in state["tasks"] for i in t["interrupts"]] == [pending[0]["id"]]
+    return dict(pending[0])
+
+
+def _resume(
+    client: SyncLangGraphClient, thread_id: str, graph: str, interrupt_id: str, answer: Any
+) -> list[dict[str, Any]]:
+    out = client.runs.wait(thread_id, graph, command={"resume": {interrupt_id: answer}})
+    assert isinstance(out, dict) and "__interrupt__" not in out, out
+    assert client.threads.get(thread_id)["status"] == "idle"
+    return _messages(client, thread_id)
+
+
+def _messages(client: SyncLangGraphClient, thread_id: str) -> list[dict[str, Any]]:
+    values = client.threads.get_state(thread_id)["values"]
+    assert isinstance(values, dict)
+    return list(values["messages"])
+
+
+def _as_alice(studio: ModuleType, request: dict[str, Any], decision: str, **kw: Any) -> Any:
+    return studio.sign_answer(
+        request, decision, approver="alice", approver_role="employee", tenant="acme", **kw
+    )
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_paused_call_shows_what_binds_it(server: str, graph: str) -> None:
+    client = _client(server)
+    thread_id, pending = _paused(client, graph)
+    value = pending["value"]
+    [request] = value["action_requests"]
+    assert request["name"] == "send_email" and request["args"] == EMAIL
+    meta = request["agentguard"]
+    assert meta["confirmation"] == "confirm" and meta["risk"] == "medium"
+    assert meta["principal"] == {
+        "tenant": "acme",
+        "user": "alice",
+        "role": "employee",
+        "agent": None,
+    }
+    assert meta["thread_id"] == thread_id and meta["binding"]["thread_id"] == thread_id
+    assert meta["binding"]["tool"] == "send_email"
+    assert meta["binding"]["args_digest"] == meta["args_digest"]
+    assert meta["binding"]["policy_version"] == meta["policy_version"] == "crm-demo-2026-11+studio"
+    assert meta["signed_assertion_required"] is True
+    assert datetime.fromisoformat(meta["expires_at"]) > datetime.fromisoformat(meta["created_at"])
+    assert value["review_configs"] == [
+        {"action_name": "send_email", "allowed_decisions": ["approve", "edit", "reject", "respond"]}
+    ]
+    assert "response_schema" in pending  # the server publishes what an answer must look like
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_signed_approve_runs_the_call(server: str, studio: ModuleType, graph: str) -> None:
+    client = _client(server)
+    thread_id, pending = _paused(client, graph)
+    request = pending["value"]["action_requests"][0]
+    messages = _resume(
+        client, thread_id, graph, pending["id"], _as_alice(studio, request, "approve")
+    )
+    tool = _tool_message(messages)
+    assert tool["status"] == "success"
+    assert tool["content"].startswith("queued message #") and tool["content"].endswith(EMAIL["to"])
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_signed_edit_runs_the_edited_call(server: str, studio: ModuleType, graph: str) -> None:
+    client = _client(server)
+    thread_id, pending = _paused(client, graph)
+    request = pending["value"]["action_requests"][0]
+    edited = {**EMAIL, "to": "carol@acme.example"}
+    answer = _as_alice(studio, request, "edit", edited_args=edited)
+    tool = _tool_message(_resume(client, thread_id, graph, pending["id"], answer))
+    assert tool["status"] == "success"
+    assert tool["content"].startswith("[agentguard] A human reviewer edited this call")
+    assert tool["content"].endswith("to carol@acme.example")
+    assert EMAIL["to"] not in tool["content"]
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_signed_reject_does_not_run(server: str, studio: ModuleType, graph: str) -> None:
+    client = _client(server)
+    thread_id, pending = _paused(client, graph)
+    request = pending["value"]["action_requests"][0]
+    answer = _as_alice(studio, request, "reject", message="Not to customers this week.")
+    messages = _resume(client, thread_id, graph, pending["id"], answer)
+    tool = _tool_message(messages)
+    assert tool["status"] == "error"
+    assert "rejected this call of 'send_email'; it was not run" in tool["content"]
+    assert "Reviewer's note: Not to customers this week." in tool["content"]
+    assert not any("queued message" in str(m["content"]) for m in messages)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_signed_respond_stands_in_for_the_result(
+    server: str, studio: ModuleType, graph: str
+) -> None:
+    client = _client(server)
+    thread_id, pending = _paused(client, graph)
+    request = pending["value"]["action_requests"][0]
+    answer = _as_alice(studio, request, "respond", message="Bob is on leave; write to Carol.")
+    messages = _resume(client, thread_id, graph, pending["id"], answer)
+    tool = _tool_message(messages)
+    assert tool["status"] == "success" and tool["content"] == "Bob is on leave; write to Carol."
+    assert not any("queued message" in str(m["content"]) for m in messages)
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_answer_that_does_not_count_leaves_the_call_pending(
+    server: str, studio: ModuleType, graph: str
+) -> None:
+    client = _client(server)
+    thread_id, pending = _paused(client, graph)
+    request = pending["value"]["action_requests"][0]
+    forged = studio.sign_answer(
+        request, "approve", approver="alice", approver_role="employee", tenant="acme", key=b"x" * 32
+    )
+    for answer, code in (({"type": "approve"}, "unsigned"), (forged, "assertion.bad_signature")):
+        # the bare answer is enough while only one interrupt is pending
+        out = client.runs.wait(thread_id, graph, command={"resume": answer}, raise_error=False)
+        assert isinstance(out, dict) and "__error__" in out, out
+        assert f"approval refused ({code})" in out["__error__"]["message"]
+        assert client.runs.list(thread_id, limit=1)[0]["status"] == "error"
+        assert client.threads.get(thread_id)["status"] == "error"  # not "interrupted"...
+        assert _pending(client, thread_id)["id"] == pending["id"]  # ...yet still answerable
+        assert not any(m["type"] == "tool" for m in _messages(client, thread_id))
+    answer = _as_alice(studio, request, "approve")
+    tool = _tool_message(_resume(client, thread_id, graph, pending["id"], answer))
+    assert tool["status"] == "success" and tool["content"].endswith(EMAIL["to"])

@@ -36,6 +36,13 @@ def test_demo_shows_every_promised_step(tmp_path: Path) -> None:
     assert "OK: 7 events checked" in text
     assert "TAMPERED: event #2 (seq 2)" in text
     assert (tmp_path / "audit.jsonl").exists()
+    # Act 2: admin approval pauses the graph; only a signed answer from another admin runs it
+    assert "graph paused" in text and "needs approval by an admin of this tenant" in text
+    assert "refused: approval refused (not_authorized)" in text
+    assert "refused: approval refused (unsigned)" in text
+    assert "ran: exported 3 contacts as csv" in text
+    assert "the export ran 1 time(s) in total" in text
+    assert "export_contacts approve by ada (admin, admin_approval)" in text
 
 
 def test_demo_audit_log_verifies_with_the_cli(

@@ -148,6 +148,10 @@ class Guard:
         approvals: how calls that need a human are paused and answered (`Approvals`). Without
             it, such calls are refused with a message saying so.
         kill_switch: checked before every call (and again when a paused call resumes).
+        blocking: whether deciding may block (disk or network), so async doors decide in a
+            worker thread instead of on the event loop. Default: worked out from the audit
+            sink, kill switch and approval storage; pass True when your resolvers or decision
+            point do I/O.
     """
 
     def __init__(
@@ -161,6 +165,7 @@ class Guard:
         checks: Sequence[Check] = (),
         approvals: Approvals | None = None,
         kill_switch: KillSwitch | None = None,
+        blocking: bool | None = None,
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
         self.audit = audit or default_audit_log()
@@ -177,12 +182,34 @@ class Guard:
         if approvals is not None:
             approvals.check_policy(self.policy)
         self.kill_switch = kill_switch
+        self.blocking = self._may_block() if blocking is None else blocking
         self._compiled: dict[tuple[str, int], CompiledArgs] = {}
         self._lock = threading.Lock()
         self._run_counter = RunCounter()
         # Decision ids: a random per-guard prefix and a counter, unique without a syscall each.
         self._id_prefix = secrets.token_hex(8)
         self._ids = itertools.count(1)
+
+    def _may_block(self) -> bool:
+        """Does a decision touch a disk or a network? Then async doors decide off the loop."""
+        from agentguard.audit.sinks import MemorySink
+
+        if not isinstance(getattr(self.audit, "sink", None), MemorySink):
+            return True
+        if self.kill_switch is not None:
+            from agentguard.killswitch import MemoryKillSwitch
+
+            if not isinstance(self.kill_switch, MemoryKillSwitch):
+                return True
+        if self.approvals is not None:
+            from agentguard.approvals.ledger import MemoryConsentLedger
+            from agentguard.approvals.store import MemoryApprovalStore
+
+            memory = isinstance(self.approvals.ledger, MemoryConsentLedger) and isinstance(
+                self.approvals.store, MemoryApprovalStore
+            )
+            return not memory or bool(self.approvals.step_up)
+        return False
 
     def _next_decision_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids):x}"

@@ -708,3 +708,35 @@ async def test_async_agents_pause_and_resume_the_same_way(tmp_path: Path) -> Non
         await agent.aanswer({"type": "approve"})
     await agent.aanswer({"type": "approve", "assertion": sign(intr)})
     assert agent.ran.count("send_email") == 1
+
+
+def test_an_assertion_is_single_use_across_processes_sharing_the_store(tmp_path: Path) -> None:
+    from agentguard.approvals.assertions import ApprovalAssertionVerifier
+
+    from .flowkit import KEY, no_totp
+
+    db = tmp_path / "shared.sqlite3"
+
+    def replica() -> Approvals:  # each with its own in-memory replay store in the verifier
+        verifier = ApprovalAssertionVerifier({"k1": KEY}, algorithms=["HS256"])
+        return Approvals(verifier=verifier, ledger=db, store=db, step_up=no_totp())
+
+    first = Agent([email_turn()], approvals=replica())
+    (intr,) = first.start()
+    token = sign(intr)
+    first.answer({"type": "approve", "assertion": token})
+    second = Agent([email_turn()], approvals=replica())  # same thread, call and arguments
+    second.start()
+    with pytest.raises(ValidationError, match="replayed"):
+        second.answer({"type": "approve", "assertion": token})
+    assert first.ran.count("send_email") == 1 and second.ran.calls == []
+
+
+def test_refusals_never_echo_the_answer(tmp_path: Path) -> None:
+    agent = Agent([email_turn()], approvals=production(tmp_path))
+    (intr,) = agent.start()
+    token = sign(intr, approver="mallory")
+    with pytest.raises(ValidationError) as info:
+        agent.answer({"type": "approve", "assertion": token})
+    assert "not_authorized" in str(info.value)
+    assert token[-12:] not in str(info.value) and token[:12] not in str(info.value)

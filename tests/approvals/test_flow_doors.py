@@ -133,3 +133,23 @@ def test_wrapped_tools_outside_a_graph_refuse_what_needs_approval() -> None:
         message = send.invoke(tool_call("send_email", EMAIL_A, "x"))
     assert isinstance(message, ToolMessage) and "cannot pause" in message.text
     assert ran.calls == []
+
+
+@pytest.mark.parametrize("kind", ["create_agent", "toolnode"])
+async def test_async_doors_keep_blocking_io_off_the_event_loop(tmp_path: Path, kind: str) -> None:
+    """LangGraph servers refuse blocking calls on the loop (blockbuster); SQLite must not be."""
+    from blockbuster import blockbuster_ctx
+
+    from agentguard.audit import AuditLog, MemorySink, SqliteSink
+
+    assert Guard(POLICY, approvals=production(tmp_path)).blocking  # SQLite storage: off the loop
+    assert not Guard(POLICY, audit=AuditLog(MemorySink(), b"k" * 32), approvals=None).blocking
+    agent = Agent([three_calls()], approvals=production(tmp_path), kind=kind)
+    agent.guard.audit = AuditLog(SqliteSink(tmp_path / "audit.sqlite3"), b"k" * 32, key_id="t")
+    agent.guard.blocking = True
+    with blockbuster_ctx():
+        pending = await agent.astart()
+        while pending:
+            answers = {i.id: {"type": "approve", "assertion": sign(i)} for i in pending}
+            pending = await agent.aanswer(answers)
+    assert agent.ran.count("send_email") == 2 and agent.ran.count("search") == 1

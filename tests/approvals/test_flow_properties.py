@@ -69,7 +69,8 @@ def new_flow(guard: Guard, tools: dict[str, Any]) -> ApprovalFlow:
 
 def ask(flow: ApprovalFlow, answer: Any) -> Any:
     """What `interrupt(..., response_schema=...)` does with an answer."""
-    return TypeAdapter(flow.response_schema()).validate_python(answer)
+    with flow.answering():
+        return TypeAdapter(flow.response_schema()).validate_python(answer)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

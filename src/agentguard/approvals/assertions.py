@@ -20,6 +20,7 @@ from typing import Any, Literal, cast, get_args
 import jwt
 from jwt.api_jws import PyJWS
 
+from agentguard._canonical import digest as args_digest
 from agentguard.errors import ConfigurationError, GuardError
 from agentguard.replay import InMemoryReplayStore, ReplayStore, ReplayStoreFull
 
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidAssertionCode",
     "ReplayStore",
     "ReplayStoreFull",
+    "args_digest",
 ]
 
 DecisionKind = Literal["approve", "edit", "reject", "respond"]

@@ -23,17 +23,19 @@ instead of being verified (and its single-use proof spent) a second time.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ConfigDict, RootModel
 
 from agentguard._canonical import digest
 from agentguard._summary import describe_args
@@ -71,7 +73,7 @@ from agentguard.approvals.store import (
 )
 from agentguard.context import Principal
 from agentguard.errors import ConfigurationError
-from agentguard.policy.model import Confirmation, Policy, ToolPolicy
+from agentguard.policy.model import Confirmation, Policy, ReviewDecision, ToolPolicy
 from agentguard.verdict import Decision, Level, Reason, Verdict
 
 log = logging.getLogger("agentguard")
@@ -413,14 +415,26 @@ class ApprovalFlow:
             ],
         }
 
-    def response_schema(self) -> Any:
-        """The type LangGraph validates this round's answer with (invalid answers stay pending)."""
-        index = self._index
-        base = response_type(self.tool, tuple(self.settings.decisions))
-        return Annotated[base, AfterValidator(functools.partial(self._answer, index))]
+    def response_schema(self) -> type[RootModel[Any]]:
+        """The type LangGraph validates this round's answer with (invalid answers stay pending).
 
-    def take(self, step: Step) -> None:
+        Validate only inside `answering()`, which tells the validator whose question it is.
+        """
+        return _answer_model(self.tool, tuple(self.settings.decisions))
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Answers validated in this block are checked as this flow's current round."""
+        token = _ANSWERING.set((self, self._index))
+        try:
+            yield
+        finally:
+            _ANSWERING.reset(token)
+
+    def take(self, step: Step | RootModel[Any]) -> None:
         """Apply one checked answer; sets `outcome` when the review is over."""
+        if isinstance(step, RootModel):
+            step = step.root
         if not isinstance(step, Step):
             raise TypeError("take() expects the value interrupt() returned for this flow")
         self._index += 1
@@ -598,6 +612,10 @@ class ApprovalFlow:
             )
         except InvalidAssertion as exc:
             raise self._refused(f"assertion.{exc.code}", str(exc)) from None
+        # Single use across every process sharing the store, whatever replay store the
+        # verifier was given.
+        if not self.approvals.store.claim(f"jti:{assertion.jti}", now=now):
+            raise self._refused("assertion.replayed", "assertion was already used")
         if assertion.decision != decision.type:
             raise self._refused(
                 "assertion.decision_mismatch",
@@ -915,6 +933,32 @@ class ApprovalFlow:
             f"'{self.tool}' ({verdict.risk} risk) needs {who} before it runs. {why}. "
             f"Expires {_iso(self.pending.expires_at)}."
         )
+
+
+_ANSWERING: contextvars.ContextVar[tuple[ApprovalFlow, int] | None] = contextvars.ContextVar(
+    "agentguard_answering", default=None
+)
+
+
+def _dispatch(answer: Any) -> Step:
+    current = _ANSWERING.get()
+    if current is None:
+        raise ValueError("no approval review is being answered here")
+    flow, index = current
+    return flow._answer(index, answer)
+
+
+@functools.lru_cache(maxsize=512)
+def _answer_model(tool: str, allowed: tuple[ReviewDecision, ...]) -> type[RootModel[Any]]:
+    """One answer type per tool and allowed decisions. Errors never echo the answer: a refused
+    answer may hold a signed assertion, which has no business in logs."""
+    inner: Any = Annotated[response_type(tool, allowed), AfterValidator(_dispatch)]
+    model: type[RootModel[Any]] = type(
+        "Answer",
+        (RootModel[inner],),
+        {"model_config": ConfigDict(hide_input_in_errors=True), "__module__": __name__},
+    )
+    return model
 
 
 def claim_run(

@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from agentguard.audit import AuditLog, JsonlSink, read_events, verify_events
 from agentguard.context import Principal
 from agentguard.demo import crm
+from agentguard.demo.approval_act import approval_act
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
 from agentguard.integrations.langchain import GuardMiddleware
@@ -190,8 +191,11 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
         + " agentguard audit verify "
         + str(audit_path)
     )
+    say()
+    act_ok = approval_act(say, workdir, policy)
     expected = ["allowed", "schema", "allowed", "tool", "tenant"]
     ok = outcomes == expected and report.ok and not bad.ok and bad.first_bad_index == victim
+    ok = ok and act_ok
     if not ok:
         say(f"UNEXPECTED: outcomes {outcomes}, expected {expected}")
     return 0 if ok else 1

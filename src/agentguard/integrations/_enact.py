@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
@@ -20,6 +21,7 @@ from agentguard.identity import CallContext
 from agentguard.verdict import Decision, Level, Reason, Verdict
 
 ToolResult = ToolMessage | Command[Any]
+T = TypeVar("T")
 
 
 def refusal_message(verdict: Verdict) -> ToolMessage:
@@ -122,7 +124,8 @@ def settle(
     flow = guard.approval_flow(verdict, ctx, tools, namespace=namespace)
     outcome = flow.use_grant()
     while outcome is None:
-        step = interrupt(flow.request(), response_schema=flow.response_schema())
+        with flow.answering():
+            step = interrupt(flow.request(), response_schema=flow.response_schema())
         flow.take(step)
         outcome = flow.outcome
     if outcome.kind == "run":
@@ -226,12 +229,22 @@ def run_settled(
     return _finish(guard, settled, ctx, result)
 
 
+async def off_loop(guard: Guard, fn: Callable[..., T], *args: Any) -> T:
+    """Run a guard step that may block (SQLite, Postgres, Redis) off the event loop.
+
+    The thread gets a copy of the context, so LangGraph's `interrupt()` works there too.
+    """
+    if guard.blocking:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
 async def arun_guarded(
     guard: Guard,
     request: ToolCallRequest,
     execute: Callable[[ToolCallRequest], Awaitable[ToolResult]],
 ) -> ToolResult:
-    settled, ctx = decide(guard, request)
+    settled, ctx = await off_loop(guard, decide, guard, request)
     return await arun_settled(guard, request, settled, ctx, execute)
 
 
@@ -245,7 +258,7 @@ async def arun_settled(
     run = allowed_request(request, settled)
     if run is None:
         return settled.message or refusal_message(settled.verdict)
-    already = guard.claim_approved(settled.verdict)
+    already = await off_loop(guard, guard.claim_approved, settled.verdict)
     if already is not None:
         return refusal_message(already)
     try:
@@ -253,6 +266,10 @@ async def arun_settled(
     except GraphBubbleUp:
         raise
     except Exception:
-        guard.record_execution(settled.verdict, ctx, status="error")
+        await off_loop(guard, record_error, guard, settled.verdict, ctx)
         raise
-    return _finish(guard, settled, ctx, result)
+    return await off_loop(guard, _finish, guard, settled, ctx, result)
+
+
+def record_error(guard: Guard, verdict: Verdict, ctx: CallContext) -> None:
+    guard.record_execution(verdict, ctx, status="error")

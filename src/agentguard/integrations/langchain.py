@@ -21,6 +21,8 @@ from agentguard.integrations._enact import (
     arun_guarded,
     execution_outcome,
     note_edit,
+    off_loop,
+    record_error,
     refusal_message,
     run_guarded,
     settle,
@@ -210,10 +212,11 @@ class GuardedTool(BaseTool):
         return self._done(settled, ctx, call, result)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        settled, ctx, call, injected = self._decide(input, config)
+        guard = self.guard
+        settled, ctx, call, injected = await off_loop(guard, self._decide, input, config)
         if settled.message is not None or not settled.verdict.allowed:
             return self._instead(settled, call)
-        already = self.guard.claim_approved(settled.verdict)
+        already = await off_loop(guard, guard.claim_approved, settled.verdict)
         if already is not None:
             return self._instead(Settled(already, refusal_message(already)), call)
         try:
@@ -221,9 +224,9 @@ class GuardedTool(BaseTool):
                 self._inner_input(settled, call, injected), config, **kwargs
             )
         except Exception:
-            self.guard.record_execution(settled.verdict, ctx, status="error")
+            await off_loop(guard, record_error, guard, settled.verdict, ctx)
             raise
-        return self._done(settled, ctx, call, result)
+        return await off_loop(guard, self._done, settled, ctx, call, result)
 
 
 def wrap_tools(guard: Guard, tools: Sequence[BaseTool]) -> list[GuardedTool]:

@@ -32,6 +32,7 @@ from agentguard.integrations._enact import (
     Settled,
     arun_guarded,
     arun_settled,
+    off_loop,
     refusal_message,
     run_guarded,
     run_settled,
@@ -166,7 +167,8 @@ class GuardedToolNode(ToolNode):
             _PRESOLVED.reset(token)
 
     async def _afunc(self, input: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
-        token = _PRESOLVED.set(self._presolve(input, config, runtime))
+        presolved = await off_loop(self.guard, self._presolve, input, config, runtime)
+        token = _PRESOLVED.set(presolved)
         try:
             return await super()._afunc(input, config, runtime)
         finally:
