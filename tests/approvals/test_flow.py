@@ -740,3 +740,49 @@ def test_refusals_never_echo_the_answer(tmp_path: Path) -> None:
         agent.answer({"type": "approve", "assertion": token})
     assert "not_authorized" in str(info.value)
     assert token[-12:] not in str(info.value) and token[:12] not in str(info.value)
+
+
+def test_step_up_by_identity_provider_is_bound_to_the_request(tmp_path: Path) -> None:
+    import time as _time
+
+    import jwt
+
+    from agentguard.approvals.stepup import IdpAssertionVerifier
+
+    idp_key = b"identity-provider-key-0123456789abcdef"
+    idp = IdpAssertionVerifier(
+        idp_key, algorithms=["HS256"], issuer="idp", audience="agentguard", require_nonce=True
+    )
+
+    def id_token(nonce: str) -> str:
+        now = int(_time.time())
+        claims = {
+            "iss": "idp",
+            "aud": "agentguard",
+            "sub": "alice",
+            "tenant": "acme",
+            "iat": now,
+            "exp": now + 120,
+            "auth_time": now - 5,
+            "jti": f"login-{nonce[-6:]}-{now}",
+            "nonce": nonce,
+        }
+        return jwt.encode(claims, idp_key, algorithm="HS256")
+
+    turn = calls_turn(tool_call("pay_invoice", {"invoice_id": "inv-1", "amount_cents": 1}, "p1"))
+    agent = Agent([turn], approvals=production(tmp_path, step_up=idp))
+    (intr,) = agent.start()
+    challenge = action(intr)["agentguard"]["step_up"]["challenge"]
+    assert challenge == action(intr)["agentguard"]["request_id"]
+    with pytest.raises(ValidationError, match="another approval request"):
+        agent.answer(
+            {
+                "type": "approve",
+                "assertion": sign(intr),
+                "evidence": {"id_token": id_token("apr_someone_elses_request")},
+            }
+        )
+    agent.answer(
+        {"type": "approve", "assertion": sign(intr), "evidence": {"id_token": id_token(challenge)}}
+    )
+    assert agent.ran.count("pay_invoice") == 1

@@ -503,6 +503,7 @@ def test_cli_table(ledger_file: Path, capsys: pytest.CaptureFixture[str]) -> Non
         "method",
         "approvers",
         "risk",
+        "expires_at",
         "consent_id",
     ]
     assert len(lines) == 1 + 7
@@ -518,6 +519,7 @@ def test_cli_table(ledger_file: Path, capsys: pytest.CaptureFixture[str]) -> Non
         "confirm",
         "bob",
         "medium",
+        "-",
         "c-0",
     ]
 

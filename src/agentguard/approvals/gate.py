@@ -738,7 +738,7 @@ class ApprovalFlow:
             raise self._refused("step_up.missing", "fresh verification is required (evidence)")
         reasons = []
         for verifier in self.approvals.step_up:
-            result = verifier.verify(self.principal, evidence, now=now)
+            result = verifier.verify(self.principal, evidence, now=now, challenge=self.request_id)
             if result.ok:
                 return result.method
             reasons.append(result.reason or "not verified")

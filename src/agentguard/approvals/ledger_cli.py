@@ -35,6 +35,7 @@ _COLUMNS = (
     "method",
     "approvers",
     "risk",
+    "expires_at",
     "consent_id",
 )
 
@@ -82,8 +83,12 @@ def _row(entry: ConsentEntry) -> tuple[str, ...]:
             entry.tool,
             entry.decision,
             entry.method,
-            ",".join(entry.approvers) or "-",
+            ",".join(entry.approvers) + (f" ({entry.approver_role})" if entry.approver_role else "")
+            or "-",
             entry.risk,
+            entry.expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+            if entry.expires_at
+            else "-",
             entry.consent_id,
         )
     )

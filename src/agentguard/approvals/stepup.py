@@ -57,9 +57,19 @@ class StepUpVerifier(Protocol):
     method: str
 
     def verify(
-        self, principal: Principal, evidence: Mapping[str, Any], *, now: float | None = None
+        self,
+        principal: Principal,
+        evidence: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        challenge: str | None = None,
     ) -> StepUpResult:
-        """Check ``evidence`` for ``principal`` at ``now`` (seconds since the epoch)."""
+        """Check ``evidence`` for ``principal`` at ``now`` (seconds since the epoch).
+
+        ``challenge`` is the approval request's id: a method that can carry a nonce (an IdP
+        re-login, a WebAuthn assertion) should bind its proof to it, so a proof made for one
+        approval cannot approve another.
+        """
         ...
 
 
@@ -96,9 +106,16 @@ class TotpVerifier:
         )
 
     def verify(
-        self, principal: Principal, evidence: Mapping[str, Any], *, now: float | None = None
+        self,
+        principal: Principal,
+        evidence: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        challenge: str | None = None,
     ) -> StepUpResult:
-        """Accept a well-formed, current, not yet used code for this user's enrolled secret."""
+        """Accept a well-formed, current, not yet used code for this user's enrolled secret.
+
+        A TOTP code cannot carry the challenge; single use per time step is what binds it."""
         code = evidence.get("totp") if isinstance(evidence, Mapping) else None
         if (
             not isinstance(code, str)
@@ -178,8 +195,10 @@ class IdpAssertionVerifier:
         acr_values: Collection[str] | None = None,
         leeway: float = 5.0,
         replay_store: ReplayStore | None = None,
+        require_nonce: bool = False,
     ) -> None:
         self._algorithms = _algorithms_for_key(key, algorithms, what="IdpAssertionVerifier")
+        self.require_nonce = require_nonce
         if not issuer or not audience:
             raise ConfigurationError("IdpAssertionVerifier: issuer and audience are required")
         if not math.isfinite(max_age) or max_age <= 0:
@@ -199,9 +218,15 @@ class IdpAssertionVerifier:
         )
 
     def verify(
-        self, principal: Principal, evidence: Mapping[str, Any], *, now: float | None = None
+        self,
+        principal: Principal,
+        evidence: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        challenge: str | None = None,
     ) -> StepUpResult:
-        """Accept a valid, recent, unused IdP token for exactly this user and tenant."""
+        """Accept a valid, recent, unused IdP token for exactly this user and tenant (and, with
+        ``require_nonce``, made for this very approval: its ``nonce`` is the challenge)."""
         token = evidence.get("id_token") if isinstance(evidence, Mapping) else None
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             return self._fail("sign in again to confirm")
@@ -248,6 +273,12 @@ class IdpAssertionVerifier:
         acr = claims.get("acr")
         if self.acr_values is not None and not (isinstance(acr, str) and acr in self.acr_values):
             return self._fail("sign-in method is not strong enough")
+        if self.require_nonce and (
+            not isinstance(challenge, str)
+            or not challenge
+            or not hmac.compare_digest(str(claims.get("nonce", "")), challenge)
+        ):
+            return self._fail("sign-in was made for another approval request")
         key = json.dumps(["idp", self.issuer, jti])
         try:
             fresh = self._replay.add_if_absent(key, exp - t + self.leeway)
