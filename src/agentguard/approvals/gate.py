@@ -236,10 +236,15 @@ class AnswerRefused(ValueError):
         super().__init__(f"approval refused ({code}): {message}")
 
 
-def _subset_digest(args: Mapping[str, Any], names: Sequence[str]) -> str | None:
+def _subset_digest(
+    args: Mapping[str, Any], names: Sequence[str], kind: Confirmation | None = None
+) -> str | None:
+    """What a grant matches: the named argument values, under one kind of approval (a grant
+    given as a `confirm` never stands in for an admin's approval)."""
     if any(name not in args for name in names):
         return None
-    return digest({name: args[name] for name in names})
+    values = {name: args[name] for name in names}
+    return digest({"kind": kind.value if kind else None, "args": values})
 
 
 class ApprovalFlow:
@@ -332,7 +337,7 @@ class ApprovalFlow:
             since=now - _GRANT_LOOKBACK,
         )
         for grant in found:
-            if _subset_digest(args, grant.match) != grant.match_digest:
+            if _subset_digest(args, grant.match, self.kind) != grant.match_digest:
                 continue
             # A grant never outlives what the policy allows today.
             deadline = min(grant.expires_at, grant.created_at + self.settings.max_grant_seconds)
@@ -575,7 +580,7 @@ class ApprovalFlow:
         self._record(consent_id, answer_hash, decision.type, approver, current, now, grant_expires)
         if grant is not None and grant_expires is not None:
             args = current.args or {}
-            digest_ = _subset_digest(args, grant.match)
+            digest_ = _subset_digest(args, grant.match, self.kind)
             assert digest_ is not None
             self.approvals.store.add_grant(
                 Grant(
