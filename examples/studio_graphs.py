@@ -62,6 +62,18 @@ log = logging.getLogger("agentguard.studio")
 _CALL = re.compile(r"^\s*call\s+([A-Za-z0-9_\-]+)\s*(.*)$", re.DOTALL)
 
 
+def _unmarked(text: str) -> str:
+    """The data inside the guard's spotlight markers (a real model reads the markers)."""
+    lines = text.split("\n")
+    if (
+        len(lines) >= 2
+        and lines[0].startswith("<<untrusted-data ")
+        and lines[-1].startswith("<<end-untrusted-data ")
+    ):
+        return "\n".join(lines[1:-1])
+    return text
+
+
 class CommandChatModel(BaseChatModel):
     """Offline chat model that turns `call <tool> <json-args>` into a tool call."""
 
@@ -85,7 +97,7 @@ class CommandChatModel(BaseChatModel):
     def _answer(messages: list[BaseMessage]) -> AIMessage:
         last = messages[-1] if messages else None
         if isinstance(last, ToolMessage):
-            return AIMessage(content=f"tool said: {last.text}")
+            return AIMessage(content=f"tool said: {_unmarked(last.text)}")
         if isinstance(last, HumanMessage):
             match = _CALL.match(last.text)
             if match:

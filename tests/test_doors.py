@@ -266,6 +266,7 @@ def test_audit_records_decisions_and_executions(guard: Guard) -> None:
         ("decision", "send_email", "deny"),
         ("decision", "send_email", "allow"),
         ("execution", "send_email", "success"),
+        ("content", "send_email", "pass"),  # its (untrusted) result, sanitized and scored
         ("decision", "export_contacts", "deny"),
         ("decision", "get_contact", "deny"),
     ]
@@ -328,4 +329,5 @@ def test_wrapped_tool_error_results_are_audited_as_errors() -> None:
     with acting_for(ALICE):
         msg = wrapped.invoke(call("flaky", {"query": "x"}, "f1"))
     assert isinstance(msg, ToolMessage) and msg.status == "error"
-    assert [(e.event, e.result) for e in g.audit.events()][-1] == ("execution", "error")
+    executions = [(e.event, e.result) for e in g.audit.events() if e.event == "execution"]
+    assert executions[-1] == ("execution", "error")

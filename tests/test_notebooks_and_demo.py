@@ -33,8 +33,8 @@ def test_demo_shows_every_promised_step(tmp_path: Path) -> None:
     assert "unexpected argument 'bcc'" in text
     assert "Error: export_contacts is not a valid tool" in text
     assert "[tenant] contact_id: contact 'c-900' is not in your tenant" in text
-    assert "OK: 7 events checked" in text
-    assert "TAMPERED: event #2 (seq 2)" in text
+    assert "OK: 9 events checked" in text  # incl. one content event per untrusted result
+    assert "TAMPERED: event #3 (seq 3)" in text
     assert (tmp_path / "audit.jsonl").exists()
     # Act 2: admin approval pauses the graph; only a signed answer from another admin runs it
     assert "graph paused" in text and "needs approval by an admin of this tenant" in text

@@ -60,8 +60,10 @@ if TYPE_CHECKING:
     from agentguard.guard import AuditUnavailable, Check, CheckInput, CheckResult, Guard
     from agentguard.integrations.langchain import (
         CallRefused,
+        GuardedRetriever,
         GuardedTool,
         GuardMiddleware,
+        present_documents,
         wrap_tools,
     )
     from agentguard.integrations.langgraph import GuardedModelNode, GuardedToolNode
@@ -76,6 +78,8 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Approvals": "agentguard.approvals.gate",
+    "GuardedRetriever": "agentguard.integrations.langchain",
+    "present_documents": "agentguard.integrations.langchain",
     "ApprovalSigner": "agentguard.approvals.assertions",
     "ApprovalAssertionVerifier": "agentguard.approvals.assertions",
     "Binding": "agentguard.approvals.assertions",
@@ -160,6 +164,7 @@ __all__ = [
     "GuardError",
     "GuardMiddleware",
     "GuardedModelNode",
+    "GuardedRetriever",
     "GuardedTool",
     "GuardedToolNode",
     "IdentityError",
@@ -197,6 +202,7 @@ __all__ = [
     "open_kill_switch",
     "open_ledger",
     "open_store",
+    "present_documents",
     "verify_events",
     "wrap_tools",
 ]

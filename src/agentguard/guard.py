@@ -51,6 +51,8 @@ from agentguard.verdict import (
 
 if TYPE_CHECKING:
     from agentguard.approvals.gate import ApprovalFlow, Approvals
+    from agentguard.content.receive import Received
+    from agentguard.content.signals import Detector
     from agentguard.killswitch import KillSwitch
 
 
@@ -148,6 +150,9 @@ class Guard:
         approvals: how calls that need a human are paused and answered (`Approvals`). Without
             it, such calls are refused with a message saying so.
         kill_switch: checked before every call (and again when a paused call resumes).
+        detectors: injection detectors added to the built-in rule scorer (e.g. a classifier).
+        provenance: gate calls whose arguments carry values from untrusted results (on by
+            default; the policy's `taint` settings say what happens).
         blocking: whether deciding may block (disk or network), so async doors decide in a
             worker thread instead of on the event loop. Default: worked out from the audit
             sink, kill switch and approval storage; pass True when your resolvers or decision
@@ -166,6 +171,8 @@ class Guard:
         approvals: Approvals | None = None,
         kill_switch: KillSwitch | None = None,
         blocking: bool | None = None,
+        detectors: Sequence[Detector] = (),
+        provenance: bool = True,
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
         self.audit = audit or default_audit_log()
@@ -177,7 +184,12 @@ class Guard:
         self.decision_point = decision_point
         self._cache_visibility = type(decision_point) is PolicyDecisionPoint
         self._visibility: dict[tuple[Any, ...], tuple[Reason, ...]] = {}
-        self.checks = tuple(checks)
+        from agentguard.checks.provenance import ProvenanceCheck
+        from agentguard.content.receive import ContentGuard
+
+        self.content = ContentGuard(self.policy, detectors)
+        self._vetted: dict[tuple[int, str], BaseTool | None] = {}
+        self.checks = ((ProvenanceCheck(),) if provenance else ()) + tuple(checks)
         self.approvals = approvals
         if approvals is not None:
             approvals.check_policy(self.policy)
@@ -296,6 +308,50 @@ class Guard:
             except Exception:
                 log.exception("agentguard: visibility check failed for %r; hiding it", name)
         return out
+
+    def vet_tools(self, tools: Sequence[BaseTool], ctx: CallContext) -> list[BaseTool]:
+        """Tool descriptions are content too (an MCP server writes them): hidden characters are
+        removed, and a tool whose description tries to instruct the model is not shown."""
+        out = []
+        for tool in tools:
+            key = (id(tool), tool.description)
+            if key in self._vetted:
+                vetted = self._vetted[key]
+            else:
+                vetted = self._vet(tool, ctx)
+                if len(self._vetted) > 10_000:
+                    self._vetted.clear()
+                self._vetted[key] = vetted
+            if vetted is not None:
+                out.append(vetted)
+        return out
+
+    def _vet(self, tool: BaseTool, ctx: CallContext) -> BaseTool | None:
+        """The tool as it may be shown (description cleaned), or None: not shown at all."""
+        received = self.content.receive_text(tool.description or "", source=tool.name, call_id=None)
+        label = received.label
+        if label.action in ("quarantine", "block"):
+            log.warning(
+                "agentguard: hiding tool %r: its description reads as instructions", tool.name
+            )
+            self.record_event(
+                dict(
+                    event="content",
+                    tool=_safe_name(tool.name),
+                    result="tool_hidden",
+                    reason=label.signals[0] if label.signals else None,
+                    level=Level.PROVENANCE.value,
+                    summary={"score": label.score, "signals": list(label.signals[:8])},
+                    policy_version=self.policy.version,
+                )
+            )
+            return None
+        if received.text == (tool.description or ""):
+            return tool
+        try:
+            return tool.model_copy(update={"description": received.text})
+        except Exception:  # a tool that cannot be copied: shown as it is, already scored
+            return tool
 
     def visible_tools(self, tools: Sequence[BaseTool], ctx: CallContext) -> list[BaseTool]:
         allowed = set(self.visible_names([t.name for t in tools], ctx))
@@ -630,6 +686,52 @@ class Guard:
         from agentguard.approvals.gate import claim_run
 
         return claim_run(self.approvals, verdict, self.record_event)
+
+    def receive(
+        self,
+        verdict: Verdict | None,
+        ctx: CallContext | None,
+        text: str,
+        *,
+        source: str | None = None,
+        call_id: str | None = None,
+    ) -> Received:
+        """The way back for one result: sanitized, scored, labelled, and written down.
+
+        `verdict` is the call that produced it (None for a retrieved document)."""
+        if verdict is not None:
+            name = source or (verdict.call.name if isinstance(verdict.call.name, str) else "tool")
+            call_id = verdict.call.id if isinstance(verdict.call.id, str) else call_id
+        else:
+            name = source or "retriever"
+        received = self.content.receive_text(text, source=name, call_id=call_id)
+        label = received.label
+        if label.untrusted:
+            identity = self._identity_fields(verdict) if verdict is not None else {}
+            self.record_event(
+                dict(
+                    event="content",
+                    tool=_safe_name(name),
+                    call_id=_clip_key(call_id) if call_id is not None else None,
+                    thread_id=ctx.thread_id if ctx is not None else None,
+                    run_id=ctx.run_id if ctx is not None else None,
+                    risk=verdict.risk if verdict is not None else None,
+                    input_hash=verdict.input_hash if verdict is not None else None,
+                    output_hash=_input_hash(text),
+                    result=label.action,
+                    reason=label.signals[0] if label.signals else None,
+                    level=Level.PROVENANCE.value,
+                    summary={
+                        "score": label.score,
+                        "signals": list(label.signals[:8]),
+                        "changes": [list(c) for c in label.changes],
+                        "chars": label.chars,
+                    },
+                    policy_version=self.policy.version,
+                    **identity,
+                )
+            )
+        return received
 
     def record_execution(
         self, verdict: Verdict, ctx: CallContext, *, status: str, output: Any = None

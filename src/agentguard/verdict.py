@@ -31,6 +31,7 @@ class Level(str, Enum):
     RESOURCE_SCOPE = "resource_scope"
     RISK = "risk"
     CONFIRMATION = "confirmation"
+    PROVENANCE = "provenance"  # arguments carrying values from untrusted content
     INTERNAL = "internal"  # the guard itself failed: fail closed
 
 

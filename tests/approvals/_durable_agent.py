@@ -60,7 +60,12 @@ ERROR_EXIT = 3
 POLICY: dict[str, Any] = {
     "version": "durable-1",
     "tools": {
-        "send_email": {"risk": "medium", "scopes": ["emails:send"], "confirmation": "confirm"},
+        "send_email": {
+            "risk": "medium",
+            "scopes": ["emails:send"],
+            "confirmation": "confirm",
+            "output_trust": "trusted",  # our own mail API's receipt
+        },
         "search": {"risk": "low", "scopes": ["x:read"]},
     },
 }

@@ -377,6 +377,7 @@ class ApprovalFlow:
             "args_digest": v.input_hash,
             "policy_version": self.policy.version,
             "untrusted_args": _untrusted_paths(annotations),
+            "provenance": _provenance(annotations),
             "dlp_findings": _dlp_findings(annotations),
             "created_at": _iso(self.pending.created_at),
             "expires_at": _iso(self.pending.expires_at),
@@ -1005,6 +1006,22 @@ def claim_run(
 def _untrusted_paths(annotations: Mapping[str, Any]) -> list[str]:
     found = annotations.get("untrusted_args") or []
     return [str(p)[:200] for p in found if isinstance(p, str)][:64]
+
+
+def _provenance(annotations: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Which argument came from which untrusted result (redacted previews, never values)."""
+    out = []
+    for item in (annotations.get("provenance") or [])[:32]:
+        if isinstance(item, Mapping):
+            out.append(
+                {
+                    "path": str(item.get("path", ""))[:200],
+                    "kind": str(item.get("kind", ""))[:16],
+                    "preview": str(item.get("preview", ""))[:60],
+                    "sources": [str(x)[:140] for x in list(item.get("sources") or [])[:5]],
+                }
+            )
+    return out
 
 
 _FINDING_KEYS = ("path", "entity", "score", "count", "start", "end", "action")

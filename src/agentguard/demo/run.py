@@ -142,7 +142,7 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
                     say(f"Model's answer: {msg.content}")
                 elif isinstance(msg, ToolMessage):
                     mark = msg.additional_kwargs.get("agentguard")
-                    if mark:
+                    if mark and mark.get("kind") != "result":
                         outcomes.append(str(mark.get("level")))
                         level = mark.get("level")
                         say(f"    guard: REFUSED ({level}); nothing ran. The model reads:")

@@ -15,6 +15,7 @@ from langgraph.types import Command, interrupt
 
 from agentguard._canonical import canonical_json
 from agentguard.checks.limits import INVALID_KIND, MARK
+from agentguard.content.receive import LABEL_KEY
 from agentguard.errors import RunAborted
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
@@ -194,7 +195,61 @@ def execution_outcome(result: Any) -> tuple[str, Any]:
 def _finish(guard: Guard, settled: Settled, ctx: CallContext, result: ToolResult) -> ToolResult:
     status, output = execution_outcome(result)
     guard.record_execution(settled.verdict, ctx, status=status, output=output)
+    result = receive_result(guard, settled.verdict, ctx, result)
     return note_edit(result) if settled.edited else result
+
+
+def _receive_message(guard: Guard, verdict: Verdict, ctx: CallContext, msg: ToolMessage) -> Any:
+    content = msg.content
+    source = msg.name or (verdict.call.name if isinstance(verdict.call.name, str) else None)
+    if isinstance(content, str):
+        received = guard.receive(verdict, ctx, content, source=source)
+        new_content: Any = received.text
+    else:  # content blocks: each text block passes; other blocks (images) are kept as they are
+        blocks: list[Any] = []
+        texts = [
+            b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)
+        ]
+        received = guard.receive(verdict, ctx, "\n".join(texts), source=source)
+        if received.label.action in ("quarantine", "block"):
+            blocks = [{"type": "text", "text": received.text}]
+        else:
+            for block in content:
+                if isinstance(block, dict) and isinstance(block.get("text"), str):
+                    clean = guard.content.receive_text(
+                        block["text"], source=received.label.source, call_id=None
+                    )
+                    blocks.append({**block, "text": clean.text})
+                else:
+                    blocks.append(block)
+        new_content = blocks
+    mark: dict[str, Any] = {"kind": "result", LABEL_KEY: received.label.to_dict()}
+    if received.withheld is not None:
+        mark["withheld"] = received.withheld  # for a human reviewer; never sent to a model
+    kwargs = {**msg.additional_kwargs, MARK: mark}
+    return msg.model_copy(update={"content": new_content, "additional_kwargs": kwargs})
+
+
+def receive_result(guard: Guard, verdict: Verdict, ctx: CallContext, result: Any) -> Any:
+    """The way back: what a tool returned, sanitized, scored and labelled as data."""
+    if isinstance(result, ToolMessage):
+        return _receive_message(guard, verdict, ctx, result)
+    if isinstance(result, str):
+        return guard.receive(verdict, ctx, result).text
+    if isinstance(result, Command) and isinstance(result.update, dict):
+        messages = result.update.get("messages")
+        if isinstance(messages, list):
+            changed = [
+                _receive_message(guard, verdict, ctx, m) if isinstance(m, ToolMessage) else m
+                for m in messages
+            ]
+            return Command(
+                graph=result.graph,
+                update={**result.update, "messages": changed},
+                resume=result.resume,
+                goto=result.goto,
+            )
+    return result
 
 
 def run_guarded(

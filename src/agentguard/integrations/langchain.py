@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
-from langchain_core.messages import ToolCall, ToolMessage
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.messages import AnyMessage, ToolCall, ToolMessage
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 from pydantic import ConfigDict
 
+from agentguard.checks.limits import MARK
+from agentguard.content.receive import LABEL_KEY
 from agentguard.errors import GuardError
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
@@ -22,12 +30,15 @@ from agentguard.integrations._enact import (
     execution_outcome,
     note_edit,
     off_loop,
+    receive_result,
     record_error,
     refusal_message,
     run_guarded,
     settle,
     stop_if_asked,
 )
+from agentguard.integrations.present import present_messages, with_instructions
+from agentguard.policy.model import SpotlightMode
 from agentguard.verdict import Verdict
 
 
@@ -61,13 +72,19 @@ class GuardMiddleware(AgentMiddleware[Any, Any, Any]):
         if fresh:  # compile once, so a policy/tool mismatch fails on the first model call
             self.guard.prepare(fresh)
             self._prepared.update(id(t) for t in fresh)
-        visible = self.guard.visible_tools(tools, ctx)
+        visible = self.guard.vet_tools(self.guard.visible_tools(tools, ctx), ctx)
         names = {t.name for t in visible}
         choice = request.tool_choice
         forced = _tool_choice_name(choice)
         if (forced is not None and forced not in names) or (not visible and choice is not None):
             choice = None
-        return request.override(tools=list(visible), tool_choice=choice)
+        messages, note = present_messages(self.guard, request.messages, ctx.run_id)
+        return request.override(
+            tools=list(visible),
+            tool_choice=choice,
+            messages=cast("list[AnyMessage]", messages),
+            system_message=with_instructions(request.system_message, note),
+        )
 
     def wrap_model_call(
         self,
@@ -195,6 +212,7 @@ class GuardedTool(BaseTool):
     def _done(self, settled: Settled, ctx: CallContext, call: ToolCall | None, result: Any) -> Any:
         status, output = execution_outcome(result)
         self.guard.record_execution(settled.verdict, ctx, status=status, output=output)
+        result = receive_result(self.guard, settled.verdict, ctx, result)
         return note_edit(result) if settled.edited and call is not None else result
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -233,3 +251,65 @@ def wrap_tools(guard: Guard, tools: Sequence[BaseTool]) -> list[GuardedTool]:
     """Wrap tools so that any LangChain caller goes through the guard."""
     guard.prepare(tools)
     return [t if isinstance(t, GuardedTool) else GuardedTool(t, guard) for t in tools]
+
+
+class GuardedRetriever(BaseRetriever):
+    """A retriever whose documents come back as data: sanitized, scored and labelled.
+
+    `source` names the retriever in the policy (a `tools:` entry sets its trust, spotlight mode,
+    allowed hosts and thresholds; unknown sources are untrusted). Each document's label is in
+    `metadata["agentguard"]`; a quarantined document's text is replaced by a note (the original
+    stays in that metadata for a reviewer), a blocked one's is dropped. Retrieval exposed to an
+    agent as a tool also gets taint tracking; documents used directly in a chain get the rest.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inner: BaseRetriever
+    guard: Any
+    source: str = "retriever"
+
+    def _receive(self, docs: Sequence[Document]) -> list[Document]:
+        out = []
+        for i, doc in enumerate(docs):
+            call_id = str(doc.id) if doc.id else f"{self.source}:{i}"
+            received = self.guard.receive(
+                None, None, doc.page_content, source=self.source, call_id=call_id
+            )
+            mark: dict[str, Any] = {"kind": "result", LABEL_KEY: received.label.to_dict()}
+            if received.withheld is not None:
+                mark["withheld"] = received.withheld
+            metadata = {**doc.metadata, MARK: mark}
+            out.append(doc.model_copy(update={"page_content": received.text, "metadata": metadata}))
+        return out
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        docs = self.inner.invoke(query, config={"callbacks": run_manager.get_child()})
+        return self._receive(docs)
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        docs = await self.inner.ainvoke(query, config={"callbacks": run_manager.get_child()})
+        return await off_loop(self.guard, self._receive, docs)
+
+
+def present_documents(
+    guard: Guard, documents: Sequence[Document], run_id: str | None = None
+) -> tuple[list[str], str]:
+    """(each document's text as a model should see it, the system note on how data is marked):
+    for prompts built from retrieved documents by hand."""
+    from agentguard.content.receive import Label, label_of
+
+    boundary = guard.content.boundary_for(run_id)
+    modes: set[SpotlightMode] = set()
+    texts = []
+    for doc in documents:
+        label = label_of(doc.metadata) or Label(source="retriever", call_id=None, trust="untrusted")
+        text, mode = guard.content.present_text(doc.page_content, label, boundary)
+        if mode != "none":
+            modes.add(mode)
+        texts.append(text)
+    return texts, guard.content.instructions(modes, boundary) if modes else ""

@@ -39,6 +39,7 @@ from agentguard.integrations._enact import (
     settle,
     stop_if_asked,
 )
+from agentguard.integrations.present import for_model
 from agentguard.verdict import Decision, Level, Reason
 
 # Calls of the current node run, decided (and reviewed) before any of them executed.
@@ -209,10 +210,14 @@ class GuardedModelNode(RunnableCallable):
 
     def _bound(self, state: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
         ctx = CallContext.from_langgraph(runtime, config=config, state=state)
-        visible = self.guard.visible_tools(self.tools, ctx)
+        visible = self.guard.vet_tools(self.guard.visible_tools(self.tools, ctx), ctx)
         if not visible:
             return self.model
         return self.model.bind_tools(visible, **self.bind_kwargs)
+
+    def _shown(self, state: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
+        ctx = CallContext.from_langgraph(runtime, config=config, state=state)
+        return for_model(self.guard, self._messages(state), ctx.run_id)
 
     def _messages(self, state: Any) -> Any:
         return (
@@ -222,10 +227,12 @@ class GuardedModelNode(RunnableCallable):
         )
 
     def _call(self, state: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
-        response = self._bound(state, config, runtime).invoke(self._messages(state), config)
+        response = self._bound(state, config, runtime).invoke(
+            self._shown(state, config, runtime), config
+        )
         return {self.messages_key: [response]}
 
     async def _acall(self, state: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
         model = self._bound(state, config, runtime)
-        response = await model.ainvoke(self._messages(state), config)
+        response = await model.ainvoke(self._shown(state, config, runtime), config)
         return {self.messages_key: [response]}

@@ -94,6 +94,24 @@ def _lint_tool(policy: Policy, name: str, tool: ToolPolicy) -> list[Finding]:
                 "four_eyes approvals never create grants; this setting has no effect",
             )
         )
+    if tool.taint == "allow" and (tool.egress or tool.destructive):
+        out.append(
+            Finding(
+                "warning",
+                f"{at}.taint",
+                "'allow' on an egress or destructive tool: values planted in untrusted content "
+                "can steer it with no human seeing",
+            )
+        )
+    if tool.output_trust.value == "trusted" and tool.egress:
+        out.append(
+            Finding(
+                "warning",
+                f"{at}.output_trust",
+                "an egress tool's results marked trusted: what comes back from outside is "
+                "shown to the model as instructions-capable text",
+            )
+        )
     if tool.roles == []:
         out.append(Finding("warning", f"{at}.roles", "empty list: no role can ever call this tool"))
     if tool.tenants == []:

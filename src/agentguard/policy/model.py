@@ -175,6 +175,46 @@ class ApprovalSettings(_Strict):
         return v
 
 
+SpotlightMode = Literal["none", "delimit", "datamark", "base64"]
+TaintAction = Literal["allow", "approve", "deny"]
+HostName = Annotated[str, StringConstraints(pattern=r"^(\*\.)?[A-Za-z0-9.\-]{1,253}$")]
+
+
+class InjectionThresholds(_Strict):
+    """Injection scores (0..1) at which an untrusted result is annotated, quarantined, blocked."""
+
+    annotate: float = Field(default=0.3, ge=0, le=1)
+    quarantine: float = Field(default=0.6, ge=0, le=1)
+    block: float = Field(default=0.85, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InjectionThresholds:
+        if not self.annotate <= self.quarantine <= self.block:
+            raise ValueError("thresholds must satisfy annotate <= quarantine <= block")
+        return self
+
+
+class ContentSettings(_Strict):
+    """How untrusted results are made inert before the model reads them."""
+
+    spotlight: SpotlightMode = "delimit"
+    allowed_hosts: list[HostName] = Field(default_factory=list)
+    trusted_domains: list[HostName] = Field(
+        default_factory=list,
+        description="your own domains: emails and URLs there found in untrusted content do not "
+        "count as planted values (an insider's or a compromised mailbox's still could be)",
+    )
+    injection: InjectionThresholds = Field(default_factory=InjectionThresholds)
+
+
+class ToolContentSettings(_Strict):
+    """Per-tool overrides of the policy's `content` settings (unset: inherit)."""
+
+    spotlight: SpotlightMode | None = None
+    allowed_hosts: list[HostName] = Field(default_factory=list)  # added to the policy's
+    injection: InjectionThresholds | None = None
+
+
 class ToolPolicy(_Strict):
     """Everything the guard needs to know about one tool."""
 
@@ -183,7 +223,14 @@ class ToolPolicy(_Strict):
     scopes: list[Scope] = Field(default_factory=list)
     confirmation: Confirmation = Confirmation.NONE
     egress: bool = False
+    destructive: bool = False
     output_trust: Trust = Trust.UNTRUSTED
+    content: ToolContentSettings = Field(default_factory=ToolContentSettings)
+    taint: TaintAction | None = Field(
+        default=None,
+        description="arguments carrying values from untrusted content: allow, approve or deny "
+        "(default: approve for egress, destructive or high-risk tools, else allow)",
+    )
     roles: list[NonEmpty] | None = None
     tenants: list[NonEmpty] | None = None
     resources: list[ResourceRule] = Field(default_factory=list)
@@ -268,6 +315,7 @@ class Policy(_Strict):
     ] = Field(default_factory=default_roles)
     tools: dict[ToolName, ToolPolicy] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
+    content: ContentSettings = Field(default_factory=ContentSettings)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -292,3 +340,24 @@ class Policy(_Strict):
 
     def tool(self, name: str) -> ToolPolicy | None:
         return self.tools.get(name)
+
+    def taint_action(self, tool: ToolPolicy) -> TaintAction:
+        """What tainted arguments do to a call of this tool."""
+        if tool.taint is not None:
+            return tool.taint
+        escalate = tool.egress or tool.destructive or tool.risk.rank >= Risk.HIGH.rank
+        return "approve" if escalate else "allow"
+
+    def content_for(
+        self, tool: ToolPolicy | None
+    ) -> tuple[SpotlightMode, list[str], InjectionThresholds]:
+        """The effective spotlight mode, allowed hosts and thresholds for a tool's results."""
+        base = self.content
+        if tool is None:
+            return base.spotlight, list(base.allowed_hosts), base.injection
+        own = tool.content
+        return (
+            own.spotlight or base.spotlight,
+            [*base.allowed_hosts, *own.allowed_hosts],
+            own.injection or base.injection,
+        )
