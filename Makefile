@@ -45,6 +45,8 @@ test: $(DEVSTAMP) services
 bench: $(STAMP)
 	$(BIN)/python benchmarks/guard_overhead.py
 	$(BIN)/python benchmarks/approval_overhead.py
+	$(BIN)/python benchmarks/content_overhead.py
+	$(BIN)/python benchmarks/injection_detection.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
