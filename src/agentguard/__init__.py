@@ -66,7 +66,11 @@ if TYPE_CHECKING:
         present_documents,
         wrap_tools,
     )
-    from agentguard.integrations.langgraph import GuardedModelNode, GuardedToolNode
+    from agentguard.integrations.langgraph import (
+        GuardedModelNode,
+        GuardedToolNode,
+        route_tool_calls,
+    )
     from agentguard.integrations.structured_output import OutputValidator, StructuredOutputError
     from agentguard.killswitch import (
         FileKillSwitch,
@@ -117,6 +121,7 @@ _LAZY = {
     "wrap_tools": "agentguard.integrations.langchain",
     "GuardedModelNode": "agentguard.integrations.langgraph",
     "GuardedToolNode": "agentguard.integrations.langgraph",
+    "route_tool_calls": "agentguard.integrations.langgraph",
     "OutputValidator": "agentguard.integrations.structured_output",
     "StructuredOutputError": "agentguard.integrations.structured_output",
 }
@@ -203,6 +208,7 @@ __all__ = [
     "open_ledger",
     "open_store",
     "present_documents",
+    "route_tool_calls",
     "verify_events",
     "wrap_tools",
 ]

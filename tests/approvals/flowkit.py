@@ -23,7 +23,11 @@ from agentguard.approvals.gate import Approvals
 from agentguard.approvals.stepup import TotpVerifier
 from agentguard.audit import AuditLog, MemorySink
 from agentguard.integrations.langchain import GuardMiddleware
-from agentguard.integrations.langgraph import GuardedModelNode, GuardedToolNode
+from agentguard.integrations.langgraph import (
+    GuardedModelNode,
+    GuardedToolNode,
+    route_tool_calls,
+)
 from agentguard.testing import ScriptedChatModel
 
 KEY = b"approval-test-key-0123456789abcdef"
@@ -224,7 +228,10 @@ class Agent:
             g.add_node("model", GuardedModelNode(self.model, self.tools, guard=self.guard))
             g.add_node("tools", GuardedToolNode(self.tools, guard=self.guard))
             g.add_edge(START, "model")
-            g.add_conditional_edges("model", tools_condition, {"tools": "tools", END: END})
+            if kind == "toolnode-send":  # every call its own task
+                g.add_conditional_edges("model", route_tool_calls, ["tools", END])
+            else:
+                g.add_conditional_edges("model", tools_condition, {"tools": "tools", END: END})
             g.add_edge("tools", "model")
             self.graph = g.compile(checkpointer=saver)
         self.config: dict[str, Any] = {"configurable": {"thread_id": thread}}

@@ -153,3 +153,20 @@ async def test_async_doors_keep_blocking_io_off_the_event_loop(tmp_path: Path, k
             answers = {i.id: {"type": "approve", "assertion": sign(i)} for i in pending}
             pending = await agent.aanswer(answers)
     assert agent.ran.count("send_email") == 2 and agent.ran.count("search") == 1
+
+
+def test_routing_each_call_to_its_own_task_pauses_them_all_at_once(tmp_path: Path) -> None:
+    agent = Agent([three_calls()], approvals=production(tmp_path), kind="toolnode-send")
+    pending = agent.start()
+    assert len(pending) == 2  # both emails wait at once, each with its own interrupt
+    assert agent.ran.calls == [("search", {"query": "q"})]  # the safe call already ran, once
+    by_to = {action(i)["args"]["to"]: i for i in pending}
+    left = agent.answer(
+        {by_to["b@example.com"].id: {"type": "approve", "assertion": sign(by_to["b@example.com"])}}
+    )
+    assert [i.id for i in left] == [by_to["a@example.com"].id]
+    first = by_to["a@example.com"]
+    agent.answer({first.id: {"type": "reject", "assertion": sign(first, "reject")}})
+    assert agent.ran.calls == [("search", {"query": "q"}), ("send_email", EMAIL_B)]
+    messages = agent.tool_messages()
+    assert "rejected" in messages["c1"].text and messages["c2"].text == "sent to b@example.com"

@@ -8,11 +8,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.tools import tool as create_tool
 from langgraph._internal._runnable import RunnableCallable
+from langgraph.graph import END
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import (
     AsyncToolCallWrapper,
@@ -23,7 +24,7 @@ from langgraph.prebuilt.tool_node import (
     _infer_handled_types,
 )
 from langgraph.runtime import Runtime
-from langgraph.types import Command
+from langgraph.types import Command, Send
 
 from agentguard.errors import GuardError
 from agentguard.guard import Guard
@@ -81,7 +82,7 @@ class GuardedToolNode(ToolNode):
     the first of them runs: a ToolNode runs its calls in one task, and a task that pauses is
     re-run from the start when resumed, so a call that had already run would run again.
     Reviews within one step are asked one after the other. To have every call paused at once
-    (each in its own task, as `create_agent` does), route with `route_tool_calls`.
+    (each in its own task, as `create_agent` does), route to it with `route_tool_calls`.
     """
 
     def __init__(
@@ -236,3 +237,22 @@ class GuardedModelNode(RunnableCallable):
         model = self._bound(state, config, runtime)
         response = await model.ainvoke(self._shown(state, config, runtime), config)
         return {self.messages_key: [response]}
+
+
+def route_tool_calls(
+    state: Any, *, node: str = "tools", messages_key: str = "messages"
+) -> list[Send] | str:
+    """A conditional edge that gives every tool call of the last AI message its own task.
+
+    With it, a `GuardedToolNode` pauses several calls that need a human at once, one interrupt
+    each, as `create_agent` does: `builder.add_conditional_edges("model", route_tool_calls,
+    ["tools", END])`. Without it the node reviews the calls of a step one after another.
+    """
+    messages = (
+        state.get(messages_key, []) if isinstance(state, dict) else getattr(state, messages_key)
+    )
+    last = messages[-1] if messages else None
+    calls = getattr(last, "tool_calls", None) if isinstance(last, AIMessage) else None
+    if not calls:
+        return END
+    return [Send(node, [{**call, "type": "tool_call"}]) for call in calls]
