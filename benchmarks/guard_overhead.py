@@ -522,8 +522,8 @@ def report(
     iteration_pct = 100.0 * (guarded.p50 - plain_agent.p50) / plain_agent.p50
     out += [
         "  (the guarded iteration also filters the 6 tools shown to the model on each of its",
-        "   2 model calls, sanitizes and scores the untrusted tool result and spotlights it for the\n"
-        "   second model call, and writes 3 audit events: decision, execution, content)",
+        "   2 model calls, sanitizes and scores the untrusted tool result, spotlights it for",
+        "   the second model call, and writes 3 audit events: decision, execution, content)",
     ]
     return out, call_overhead, iteration_pct
 
