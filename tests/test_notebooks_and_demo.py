@@ -43,6 +43,10 @@ def test_demo_shows_every_promised_step(tmp_path: Path) -> None:
     assert "ran: exported 3 contacts as csv" in text
     assert "the export ran 1 time(s) in total" in text
     assert "export_contacts approve by ada (admin, admin_approval)" in text
+    # Act 3: a planted address in an email is withheld from the model and cannot be used
+    assert "read_latest_email came back untrusted: action=quarantine" in text
+    assert "[provenance] arguments carry values from untrusted content: 'to'" in text
+    assert "from read_latest_email#m1" in text
 
 
 def test_demo_audit_log_verifies_with_the_cli(

@@ -517,7 +517,8 @@ class Guard:
                 reasons=approval.reasons,
                 model_message=(
                     f"'{name}' needs human approval ({approval.kind.value}) before it can run, "
-                    "and no approval channel is configured for this agent, so it was not run."
+                    "and no approval channel is configured for this agent, so it was not run.\n"
+                    + "\n".join(f"- [{r.level.value}] {r.message}" for r in approval.reasons)
                 ),
             )
         if transformed:

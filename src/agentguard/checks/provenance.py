@@ -147,13 +147,19 @@ class ProvenanceCheck:
                 continue
             if kind != "tool":
                 continue
-            label = label_of(getattr(message, "additional_kwargs", None))
-            if label is None or not label.untrusted or label.action not in ("pass", "annotate"):
-                continue  # trusted, or never shown to the model (withheld, blocked)
+            kwargs = getattr(message, "additional_kwargs", None)
+            label = label_of(kwargs)
+            if label is None or not label.untrusted:
+                continue
             if len(untrusted_texts) >= _MAX_SOURCES:
                 break
             ref = label.source_ref
-            text = _text(getattr(message, "content", ""))
+            if label.action in ("pass", "annotate"):
+                text = _text(getattr(message, "content", ""))
+            else:  # withheld from the model, but its values are no less planted
+                mark = (kwargs or {}).get("agentguard") or {}
+                withheld = mark.get("withheld")
+                text = withheld if isinstance(withheld, str) else ""
             untrusted_texts.append((ref, text))
             for fp in self._fingerprints(text):
                 sources = tainted.setdefault(fp, [])

@@ -93,7 +93,7 @@ class Received:
 
     text: str
     label: Label
-    withheld: str | None = None  # the original text of a quarantined result (for humans)
+    withheld: str | None = None  # the (sanitized) text of a withheld or blocked result
     assessment: Assessment | None = field(default=None, compare=False)
 
 
@@ -144,7 +144,7 @@ class ContentGuard:
             chars=len(text),
         )
         if action == "block":
-            return Received(self._blocked_note(label), label, None, assessment)
+            return Received(self._blocked_note(label), label, clean.text, assessment)
         if action == "quarantine":
             return Received(self._withheld_note(label), label, clean.text, assessment)
         return Received(clean.text, label, None, assessment)

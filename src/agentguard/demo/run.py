@@ -19,6 +19,7 @@ from agentguard.audit import AuditLog, JsonlSink, read_events, verify_events
 from agentguard.context import Principal
 from agentguard.demo import crm
 from agentguard.demo.approval_act import approval_act
+from agentguard.demo.injection_act import injection_act
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
 from agentguard.integrations.langchain import GuardMiddleware
@@ -192,7 +193,7 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
         + str(audit_path)
     )
     say()
-    act_ok = approval_act(say, workdir, policy)
+    act_ok = approval_act(say, workdir, policy) and injection_act(say, policy)
     expected = ["allowed", "schema", "allowed", "tool", "tenant"]
     ok = outcomes == expected and report.ok and not bad.ok and bad.first_bad_index == victim
     ok = ok and act_ok
