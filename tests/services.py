@@ -463,3 +463,22 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def fresh_schema(postgres_url: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """(URL whose search_path is a new schema, the schema): tables of one test never collide
+    with another's on the shared server; the schema is dropped afterwards."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    schema = f"{prefix}_{uuid.uuid4().hex}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{schema}", schema
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

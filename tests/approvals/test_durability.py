@@ -34,6 +34,8 @@ from psycopg import sql
 
 from agentguard import ApprovalSigner, Binding
 
+from ..services import fresh_schema
+
 SCRIPT = Path(__file__).with_name("_durable_agent.py")
 STEP_TIMEOUT = 90.0  # seconds, per process
 # Offline and quiet, as conftest.py makes the test process (unless the caller says otherwise).
@@ -170,19 +172,6 @@ STORIES: dict[str, Callable[[Story], None]] = {
 # ----------------------------------------------------------------------------- storage
 
 
-@contextlib.contextmanager
-def pg_schema_url(postgres_url: str) -> Iterator[tuple[str, str]]:
-    """(URL whose search_path is a fresh schema, the schema): tables never collide."""
-    schema = f"durable_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}", schema
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-
-
 def stored_rows(story: Story) -> tuple[int, int]:
     """(checkpoints of the story's thread, consent entries), read straight from storage."""
     cfg = story.config
@@ -240,7 +229,7 @@ def results(
                 config["approvals"] = str(tmp / "approvals.sqlite3")
             else:
                 server = request.getfixturevalue("postgres_url")
-                url, schema = stack.enter_context(pg_schema_url(server))
+                url, schema = stack.enter_context(fresh_schema(server, "durable"))
                 config.update(checkpoints=url, approvals=url, schema=schema, postgres_url=server)
             stories[name] = Story(backend, config)
         with ThreadPoolExecutor(max_workers=len(stories)) as pool:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,6 +28,8 @@ from agentguard.approvals.ledger import (
 )
 from agentguard.approvals.ledger_cli import add_consent_commands
 from agentguard.errors import GuardError
+
+from ..services import fresh_schema
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -62,24 +62,9 @@ def make_entry(n: int = 0, **overrides: Any) -> ConsentEntry:
 # ---------------------------------------------------------------------------- backends
 
 
-@contextlib.contextmanager
-def pg_schema_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, so each test sees only its own table."""
-    schema = f"ledger_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema))
-            )
-
-
 @pytest.fixture
 def pg_url(postgres_url: str) -> Iterator[str]:
-    with pg_schema_url(postgres_url) as url:
+    with fresh_schema(postgres_url, "ledger") as (url, _):
         yield url
 
 
@@ -400,7 +385,7 @@ def test_postgres_unreachable_raises(postgres_url: str) -> None:
 @pytest.mark.services
 def test_postgres_schemas_isolate_tests(pg_url: str, postgres_url: str) -> None:
     """The isolation the other Postgres tests rely on: one schema each, unseen by others."""
-    with pg_schema_url(postgres_url) as other:
+    with fresh_schema(postgres_url, "ledger") as (other, _):
         a, b = PostgresConsentLedger(pg_url), PostgresConsentLedger(other)
         try:
             a.record(make_entry(1))

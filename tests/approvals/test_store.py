@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import multiprocessing
 import sys
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from agentguard.approvals.store import (
     open_store,
 )
 from agentguard.errors import GuardError
+
+from ..services import fresh_schema
 
 T0 = 1_700_000_000.123456  # not a round number: times must round-trip exactly
 
@@ -63,24 +63,9 @@ def query(store: Any, since: float = T0, **overrides: Any) -> list[Grant]:
 # ---------------------------------------------------------------------------- backends
 
 
-@contextlib.contextmanager
-def pg_schema_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose search_path is a fresh schema, so each test sees only its own tables."""
-    schema = f"approvals_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(psycopg.sql.Identifier(schema)))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(schema))
-            )
-
-
 @pytest.fixture
 def pg_url(postgres_url: str) -> Iterator[str]:
-    with pg_schema_url(postgres_url) as url:
+    with fresh_schema(postgres_url, "approvals") as (url, _):
         yield url
 
 

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -23,6 +22,8 @@ from agentguard import Principal
 from agentguard.errors import ConfigurationError, GuardError
 from agentguard.identity import CallContext
 from agentguard.memory import ScopedStore, ScopeError, encode_ident
+
+from ..services import fresh_schema
 
 BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.services)]
 
@@ -41,18 +42,12 @@ def open_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> I
             yield store
     else:
         base_url: str = request.getfixturevalue("postgres_url")
-        schema = f"memory_{uuid.uuid4().hex}"
-        ident = psycopg.sql.Identifier(schema)
-        with psycopg.connect(base_url, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("CREATE SCHEMA {}").format(ident))
-        try:
-            url = f"{base_url}?options=-csearch_path%3D{schema}"
-            with PostgresStore.from_conn_string(url) as store:
-                store.setup()
-                yield store
-        finally:
-            with psycopg.connect(base_url, autocommit=True) as conn:
-                conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
+        with (
+            fresh_schema(base_url, "memory") as (url, _),
+            PostgresStore.from_conn_string(url) as store,
+        ):
+            store.setup()
+            yield store
 
 
 @pytest.fixture(params=BACKENDS)
