@@ -15,11 +15,11 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _bench import timed
 from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from langgraph.runtime import Runtime
@@ -77,15 +77,6 @@ def node_path(guard: Guard) -> Callable[[], None]:
         assert out["messages"][0].content == "queued"
 
     return run
-
-
-def timed(fn: Callable[[], None], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        out.append((time.perf_counter_ns() - t0) / 1000.0)
-    return out
 
 
 def compare(

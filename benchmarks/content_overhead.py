@@ -12,13 +12,11 @@ Run: `python benchmarks/content_overhead.py` (`--quick` for a smoke run).
 
 from __future__ import annotations
 
-import random
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
+from _bench import page, timed
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.prebuilt import ToolNode
@@ -33,26 +31,6 @@ from agentguard.integrations.present import present_messages
 
 GOAL_US = 1000.0
 ALICE = Principal(tenant="acme", user="alice", role="employee")
-SAMPLE = (
-    "the quarterly report shows revenue growth in the northern region while costs stayed "
-    "flat meeting notes follow with action items for the sales and finance teams please "
-    "review the attached figures before thursday contact dana@partner.example or call "
-    "+49 30 1234567 about invoice INV-2026-0042 see https://partner.example/q3 for details"
-)
-WORDS = SAMPLE.split()
-
-
-def page(n_bytes: int, seed: int) -> str:
-    rng = random.Random(seed)
-    out: list[str] = []
-    size = 0
-    while size < n_bytes:
-        word = rng.choice(WORDS)
-        out.append(word)
-        size += len(word) + 1
-    return " ".join(out)[:n_bytes]
-
-
 RESULT = page(10_000, 1)
 
 
@@ -75,15 +53,6 @@ POLICY = {
         "send_email": {"risk": "medium", "scopes": ["mail:send"], "egress": True},
     },
 }
-
-
-def timed(fn: Callable[[], Any], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        out.append((time.perf_counter_ns() - t0) / 1000.0)
-    return out
 
 
 def row(name: str, samples: list[float], base: float | None = None) -> float:

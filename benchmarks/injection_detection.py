@@ -28,6 +28,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from _bench import page
+
 from agentguard.content.signals import (
     ANNOTATE_AT,
     BLOCK_AT,
@@ -38,13 +40,6 @@ from agentguard.content.signals import (
 
 CORPUS = Path(__file__).parent / "corpus" / "injection.jsonl"
 LATENCY_GOAL_10KB_US = 300.0
-PROSE = (
-    "the quarterly report shows revenue growth in the northern region while costs stayed "
-    "flat meeting notes follow with action items for the sales and finance teams please "
-    "review the attached figures before thursday contact dana@partner.example or call "
-    "+49 30 1234567 about invoice INV-2026-0042 see https://partner.example/q3 for details"
-)
-WORDS = PROSE.split()
 Scored = list[tuple[dict[str, str], Assessment]]
 
 
@@ -78,18 +73,6 @@ def breakdown(scored: Scored, field: str, at: float) -> dict[str, dict[str, Any]
     for item, a in scored:
         groups[item[field]].append((item, a))
     return {key: rates(group, at) for key, group in sorted(groups.items())}
-
-
-def page(n_bytes: int, seed: int) -> str:
-    """Business prose from a small vocabulary (the same text as content_overhead.py)."""
-    rng = random.Random(seed)
-    out: list[str] = []
-    size = 0
-    while size < n_bytes:
-        word = rng.choice(WORDS)
-        out.append(word)
-        size += len(word) + 1
-    return " ".join(out)[:n_bytes]
 
 
 def corpus_text(items: list[dict[str, str]], n_chars: int, seed: int) -> str:
