@@ -70,7 +70,7 @@ class DuplicateConsent(GuardError):
         super().__init__(f"consent {consent_id!r} is already recorded; entries are append-only")
 
 
-def _check_text(value: str, where: str) -> None:
+def check_storable_text(value: str, where: str) -> None:
     """Refuse strings that one backend could store and another could not.
 
     PostgreSQL cannot hold NUL in `text` or `jsonb`, and no backend can encode lone surrogates as
@@ -95,7 +95,7 @@ def _check_summary(value: Any, where: str) -> None:
     if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, str):
-        _check_text(value, where)
+        check_storable_text(value, where)
     elif isinstance(value, float):
         kind = "finite" if math.isfinite(value) else "non-finite"
         raise ValueError(f"{where}: {kind} float not allowed; summarize as a string or integer")
@@ -106,7 +106,7 @@ def _check_summary(value: Any, where: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"{where}: keys must be strings, got {type(key).__name__}")
-            _check_text(key, f"{where} key")
+            check_storable_text(key, f"{where} key")
             _check_summary(item, f"{where}.{key}")
     else:
         raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
@@ -177,9 +177,9 @@ class ConsentEntry(BaseModel):
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, str):
-                _check_text(value, name)
+                check_storable_text(value, name)
         for i, approver in enumerate(self.approvers):
-            _check_text(approver, f"approvers[{i}]")
+            check_storable_text(approver, f"approvers[{i}]")
         if self.expires_at is not None and self.expires_at <= self.decided_at:
             raise ValueError("expires_at must be after decided_at")
         return self

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from agentguard.approvals.ledger import is_postgres_url
+from agentguard.approvals.ledger import check_storable_text, is_postgres_url
 from agentguard.errors import GuardError
 
 if TYPE_CHECKING:
@@ -65,12 +65,7 @@ def _text(value: object, where: str, *, max_length: int | None = None) -> str:
         raise ValueError(f"{where} must not be empty")
     if max_length is not None and len(value) > max_length:
         raise ValueError(f"{where} is longer than {max_length} characters")
-    if "\x00" in value:
-        raise ValueError(f"{where}: NUL characters are not allowed")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{where}: not valid Unicode text (lone surrogate)") from None
+    check_storable_text(value, where)
     return value
 
 
