@@ -441,3 +441,30 @@ def test_values_in_a_withheld_result_still_count_as_planted() -> None:
     result = run(graph, "read my mail")
     assert world.sent == []
     assert "read_inbox#r1" in tool_messages(result)["s1"].text
+
+
+def test_content_block_results_are_cleaned_block_by_block_and_scored_as_a_whole() -> None:
+    from agentguard.identity import CallContext
+    from agentguard.integrations._enact import receive_result
+
+    guard = Guard(policy(), audit=AuditLog(MemorySink(), b"k" * 32))
+    ctx = CallContext(runtime_context={"principal": ALICE}, thread_id="t", run_id="r")
+    tools = {t.name: t for t in World("").tools}
+    verdict = guard.check({"name": "read_inbox", "args": {}, "id": "r1"}, ctx, tools)
+    image = {"type": "image", "url": "https://cdn.partner.example/a.png"}
+    raw = ToolMessage(
+        content=[{"type": "text", "text": "Lunch\u200b at noon."}, image],
+        tool_call_id="r1",
+        name="read_inbox",
+    )
+    out = receive_result(guard, verdict, ctx, raw)
+    assert out.content == [{"type": "text", "text": "Lunch at noon."}, image]
+    label = label_of(out.additional_kwargs)
+    assert label is not None and label.action == "pass" and ("invisible", 1) in label.changes
+    blunt = ToolMessage(
+        content=[{"type": "text", "text": BLATANT_EMAIL}, image],
+        tool_call_id="r1",
+        name="read_inbox",
+    )
+    withheld = receive_result(guard, verdict, ctx, blunt)
+    assert len(withheld.content) == 1 and "mallory" not in str(withheld.content)

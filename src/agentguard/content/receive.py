@@ -124,7 +124,7 @@ class ContentGuard:
             return Received(text, Label(source, call_id, trust, chars=len(text)))
         _, hosts, thresholds = self.policy.content_for(tool)
         clean = sanitize(text, allowed_hosts=hosts)
-        assessment = combine([d.assess(text) for d in self.detectors])
+        assessment = self.assess(text)
         score = assessment.score
         action: Action = "pass"
         if score >= thresholds.block:
@@ -148,6 +148,19 @@ class ContentGuard:
         if action == "quarantine":
             return Received(self._withheld_note(label), label, clean.text, assessment)
         return Received(clean.text, label, None, assessment)
+
+    def assess(self, text: str) -> Assessment:
+        """The injection score of a text, from every detector."""
+        return combine([d.assess(text) for d in self.detectors])
+
+    def clean(self, text: str, *, source: str) -> str:
+        """Sanitized as the source's results are (unchanged for a trusted source), unscored:
+        for the parts of a result that was scored as a whole."""
+        tool = self.policy.tools.get(source)
+        if tool is not None and tool.output_trust is Trust.TRUSTED:
+            return text
+        _, hosts, _ = self.policy.content_for(tool)
+        return sanitize(text, allowed_hosts=hosts).text
 
     @staticmethod
     def _reasons(label: Label) -> str:

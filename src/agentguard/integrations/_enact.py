@@ -216,10 +216,8 @@ def _receive_message(guard: Guard, verdict: Verdict, ctx: CallContext, msg: Tool
         else:
             for block in content:
                 if isinstance(block, dict) and isinstance(block.get("text"), str):
-                    clean = guard.content.receive_text(
-                        block["text"], source=received.label.source, call_id=None
-                    )
-                    blocks.append({**block, "text": clean.text})
+                    text = guard.content.clean(block["text"], source=received.label.source)
+                    blocks.append({**block, "text": text})
                 else:
                     blocks.append(block)
         new_content = blocks
