@@ -309,7 +309,7 @@ class Guard:
                 log.exception("agentguard: visibility check failed for %r; hiding it", name)
         return out
 
-    def vet_tools(self, tools: Sequence[BaseTool], ctx: CallContext) -> list[BaseTool]:
+    def vet_tools(self, tools: Sequence[BaseTool]) -> list[BaseTool]:
         """Tool descriptions are content too (an MCP server writes them): hidden characters are
         removed, and a tool whose description tries to instruct the model is not shown."""
         out = []
@@ -318,7 +318,7 @@ class Guard:
             if key in self._vetted:
                 vetted = self._vetted[key]
             else:
-                vetted = self._vet(tool, ctx)
+                vetted = self._vet(tool)
                 if len(self._vetted) > 10_000:
                     self._vetted.clear()
                 self._vetted[key] = vetted
@@ -326,7 +326,7 @@ class Guard:
                 out.append(vetted)
         return out
 
-    def _vet(self, tool: BaseTool, ctx: CallContext) -> BaseTool | None:
+    def _vet(self, tool: BaseTool) -> BaseTool | None:
         """The tool as it may be shown (description cleaned), or None: not shown at all."""
         received = self.content.receive_text(tool.description or "", source=tool.name, call_id=None)
         label = received.label

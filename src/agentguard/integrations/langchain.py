@@ -72,7 +72,7 @@ class GuardMiddleware(AgentMiddleware[Any, Any, Any]):
         if fresh:  # compile once, so a policy/tool mismatch fails on the first model call
             self.guard.prepare(fresh)
             self._prepared.update(id(t) for t in fresh)
-        visible = self.guard.vet_tools(self.guard.visible_tools(tools, ctx), ctx)
+        visible = self.guard.vet_tools(self.guard.visible_tools(tools, ctx))
         names = {t.name for t in visible}
         choice = request.tool_choice
         forced = _tool_choice_name(choice)

@@ -211,7 +211,7 @@ class GuardedModelNode(RunnableCallable):
 
     def _bound(self, state: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
         ctx = CallContext.from_langgraph(runtime, config=config, state=state)
-        visible = self.guard.vet_tools(self.guard.visible_tools(self.tools, ctx), ctx)
+        visible = self.guard.vet_tools(self.guard.visible_tools(self.tools, ctx))
         if not visible:
             return self.model
         return self.model.bind_tools(visible, **self.bind_kwargs)
