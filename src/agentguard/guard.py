@@ -643,6 +643,27 @@ class Guard:
             }
         return summary
 
+    def memory_for(self, store: Any, verdict: Verdict, ctx: CallContext) -> Any:
+        """The store a tool of this call may use: scoped to the call's principal and audited.
+
+        A store that is already scoped (`ScopedStore`, `GuardedStore`) is handed on as it is;
+        None stays None. A call without a principal gets no store at all."""
+        if store is None or getattr(store, "agentguard_scoped", False):
+            return store
+        from agentguard.memory.scoped import ScopedStore
+
+        if not isinstance(verdict.principal, Principal):
+            raise IdentityError("no principal for this call; memory stays closed")
+        call_id = verdict.call.id if isinstance(verdict.call.id, str) else None
+        return ScopedStore(
+            store,
+            verdict.principal,
+            settings=self.policy.memory,
+            audit=self.record_event,
+            context=ctx,
+            call_id=_clip_key(call_id) if call_id is not None else None,
+        )
+
     def record_event(self, fields: dict[str, Any]) -> None:
         """Append one event to the trail (fail closed: the caller must not go on)."""
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,17 +14,19 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, InvalidNamespaceError
 from langgraph.store.memory import InMemoryStore
 from langgraph.store.postgres import PostgresStore
 from langgraph.store.sqlite import SqliteStore
 
 from agentguard import Principal
 from agentguard.errors import ConfigurationError, GuardError
-from agentguard.identity import CallContext
 from agentguard.memory import ScopedStore, ScopeError, encode_ident
+from agentguard.policy.model import MemorySettings
 
 from ..services import fresh_schema
+
+REFUSED = (ScopeError, InvalidNamespaceError)  # the latter: LangGraph's own label check
 
 BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.services)]
 
@@ -56,6 +59,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BaseStore]
         yield s
 
 
+def scoped(scope: str, namespace: Any) -> Any:
+    """A caller's namespace under a scope (malformed inputs kept malformed)."""
+    return (scope, *namespace) if isinstance(namespace, tuple) else namespace
+
+
 def keys(items: list[Any]) -> set[tuple[tuple[str, ...], str]]:
     return {(tuple(i.namespace), i.key) for i in items}
 
@@ -66,32 +74,32 @@ def keys(items: list[Any]) -> set[tuple[tuple[str, ...], str]]:
 def test_user_memory_is_private_to_the_user(store: BaseStore) -> None:
     alice = ScopedStore(store, who("acme", "alice"))
     bob = ScopedStore(store, who("acme", "bob"))  # same tenant, same team
-    alice.put("user", ("notes",), "k", {"secret": "alice's"})
+    alice.put(("user", "notes"), "k", {"secret": "alice's"})
 
-    got = alice.get("user", ("notes",), "k")
+    got = alice.get(("user", "notes"), "k")
     assert got is not None and got.value == {"secret": "alice's"}
-    assert got.namespace == ("notes",)  # no tenant/user ids leak back
-    assert bob.get("user", ("notes",), "k") is None
-    assert bob.search("user") == []
-    assert bob.list_namespaces("user") == []
-    assert bob.search("team") == [] and bob.search("tenant") == []
-    assert alice.list_namespaces("user") == [("notes",)]
-    assert keys(alice.search("user")) == {(("notes",), "k")}
+    assert got.namespace == ("user", "notes")  # no tenant/user ids leak back
+    assert bob.get(("user", "notes"), "k") is None
+    assert bob.search(("user",)) == []
+    assert bob.list_namespaces(prefix=("user",)) == []
+    assert bob.search(("team",)) == [] and bob.search(("tenant",)) == []
+    assert alice.list_namespaces(prefix=("user",)) == [("user", "notes")]
+    assert keys(alice.search(("user",))) == {(("user", "notes"), "k")}
 
 
 def test_team_memory_is_shared_within_the_team_only(store: BaseStore) -> None:
     alice = ScopedStore(store, who("acme", "alice", "red"))
     bob = ScopedStore(store, who("acme", "bob", "red"))
     carol = ScopedStore(store, who("acme", "carol", "blue"))
-    alice.put("team", ("plans",), "q3", {"goal": "ship"})
+    alice.put(("team", "plans"), "q3", {"goal": "ship"})
 
-    got = bob.get("team", ("plans",), "q3")
-    assert got is not None and got.value == {"goal": "ship"} and got.namespace == ("plans",)
-    assert keys(bob.search("team")) == {(("plans",), "q3")}
-    assert carol.get("team", ("plans",), "q3") is None
-    assert carol.search("team") == [] and carol.list_namespaces("team") == []
+    got = bob.get(("team", "plans"), "q3")
+    assert got is not None and got.value == {"goal": "ship"} and got.namespace == ("team", "plans")
+    assert keys(bob.search(("team",))) == {(("team", "plans"), "q3")}
+    assert carol.get(("team", "plans"), "q3") is None
+    assert carol.search(("team",)) == [] and carol.list_namespaces(prefix=("team",)) == []
     # team memory does not show up as anybody's user memory or as tenant memory
-    assert bob.search("user") == [] and alice.search("tenant") == []
+    assert bob.search(("user",)) == [] and alice.search(("tenant",)) == []
 
 
 def test_tenant_memory_is_shared_in_the_tenant_and_isolated_across_tenants(
@@ -100,17 +108,18 @@ def test_tenant_memory_is_shared_in_the_tenant_and_isolated_across_tenants(
     a = ScopedStore(store, who("acme", "alice"))
     a2 = ScopedStore(store, who("acme", "zed", "blue"))
     other = ScopedStore(store, who("globex", "alice"))  # same user id, another tenant
-    a.put("tenant", ("faq",), "hours", {"open": "9-5"})
-    a.put("user", ("notes",), "k", {"v": 1})
-    a.put("team", ("plans",), "k", {"v": 2})
+    a.put(("tenant", "faq"), "hours", {"open": "9-5"})
+    a.put(("user", "notes"), "k", {"v": 1})
+    a.put(("team", "plans"), "k", {"v": 2})
 
-    assert keys(a2.search("tenant")) == {(("faq",), "hours")}
+    assert keys(a2.search(("tenant",))) == {(("tenant", "faq"), "hours")}
     for scope in ("user", "team", "tenant"):
-        assert other.search(scope) == []  # type: ignore[arg-type]
-        assert other.list_namespaces(scope) == []  # type: ignore[arg-type]
-    assert other.get("user", ("notes",), "k") is None
-    assert other.get("team", ("plans",), "k") is None
-    assert other.get("tenant", ("faq",), "hours") is None
+        assert other.search((scope,)) == []
+        assert other.list_namespaces(prefix=(scope,)) == []
+    assert other.list_namespaces() == []
+    assert other.get(("user", "notes"), "k") is None
+    assert other.get(("team", "plans"), "k") is None
+    assert other.get(("tenant", "faq"), "hours") is None
 
 
 @pytest.mark.parametrize(
@@ -130,11 +139,11 @@ def test_tricky_ids_never_collide(
     two = ScopedStore(store, who(*second, team="x"))
     scopes = ["user", "team"] + ([] if first[0] == second[0] else ["tenant"])
     for scope in scopes:
-        one.put(scope, ("n",), "k", {"owner": "one"})  # type: ignore[arg-type]
-        assert two.get(scope, ("n",), "k") is None  # type: ignore[arg-type]
-        assert two.search(scope) == []  # type: ignore[arg-type]
-        two.put(scope, ("n",), "k", {"owner": "two"})  # type: ignore[arg-type]
-        got = one.get(scope, ("n",), "k")  # type: ignore[arg-type]
+        one.put((scope, "n"), "k", {"owner": "one"})
+        assert two.get((scope, "n"), "k") is None
+        assert two.search((scope,)) == []
+        two.put((scope, "n"), "k", {"owner": "two"})
+        got = one.get((scope, "n"), "k")
         assert got is not None and got.value == {"owner": "one"}
 
 
@@ -150,32 +159,37 @@ def test_encode_ident_is_injective_and_store_safe() -> None:
 def test_returned_items_are_copies(store: BaseStore) -> None:
     mem = ScopedStore(store, who("acme", "alice"))
     value: dict[str, Any] = {"list": [1, 2], "nested": {"a": 1}}
-    mem.put("user", ("n",), "k", value)
+    mem.put(("user", "n"), "k", value)
     value["list"].append("caller mutated after put")
 
-    got = mem.get("user", ("n",), "k")
+    got = mem.get(("user", "n"), "k")
     assert got is not None
     got.value["list"].append(3)
     got.value["nested"]["a"] = "changed"
-    found = mem.search("user")
+    found = mem.search(("user",))
     found[0].value["nested"]["b"] = 2
 
-    again = mem.get("user", ("n",), "k")
+    again = mem.get(("user", "n"), "k")
     assert again is not None and again.value == {"list": [1, 2], "nested": {"a": 1}}
 
 
 def test_team_scope_without_a_team_is_refused(store: BaseStore) -> None:
     loner = ScopedStore(store, who("acme", "alice", team=None))
     with pytest.raises(ScopeError):
-        loner.put("team", ("n",), "k", {"v": 1})
+        loner.put(("team", "n"), "k", {"v": 1})
     with pytest.raises(ScopeError):
-        loner.get("team", ("n",), "k")
+        loner.get(("team", "n"), "k")
     with pytest.raises(ScopeError):
-        loner.search("team")
+        loner.search(("team",))
     with pytest.raises(ScopeError):
-        loner.list_namespaces("team")
-    with pytest.raises(ScopeError):
-        loner.put("everyone", ("n",), "k", {"v": 1})  # type: ignore[arg-type]
+        loner.list_namespaces(prefix=("team",))
+    with pytest.raises(ScopeError, match="scope"):
+        loner.put(("everyone", "n"), "k", {"v": 1})
+    with pytest.raises(ScopeError, match="scope"):
+        loner.put(("notes",), "k", {"v": 1})  # unscoped, as plain LangGraph code would write
+    with pytest.raises(ScopeError, match="scope"):
+        loner.search(())
+    assert loner.list_namespaces() == []  # only the scopes the principal has
     assert issubclass(ScopeError, GuardError)
 
 
@@ -196,111 +210,125 @@ def test_team_scope_without_a_team_is_refused(store: BaseStore) -> None:
 )
 def test_malformed_namespaces_are_refused(store: BaseStore, namespace: Any) -> None:
     mem = ScopedStore(store, who("acme", "alice"))
-    with pytest.raises(ScopeError):
-        mem.put("user", namespace, "k", {"v": 1})
-    with pytest.raises(ScopeError):
-        mem.get("user", namespace, "k")
-    with pytest.raises(ScopeError):
-        mem.search("user", namespace)
-    with pytest.raises(ScopeError):
-        mem.list_namespaces("user", prefix=namespace)
-    assert mem.search("user") == []
+    with pytest.raises(REFUSED):
+        mem.put(scoped("user", namespace), "k", {"v": 1})
+    with pytest.raises(REFUSED):
+        mem.get(scoped("user", namespace), "k")
+    with pytest.raises(REFUSED):
+        mem.search(scoped("user", namespace))
+    with pytest.raises(REFUSED):
+        mem.list_namespaces(prefix=scoped("user", namespace))
+    assert mem.search(("user",)) == []
 
 
-@pytest.mark.parametrize("key", ["", "x" * 513, "a\nb", 5])
+@pytest.mark.parametrize("key", ["", "x" * 513, "a\nb", "rtl\u202eoverride"])
 def test_malformed_keys_are_refused(key: Any) -> None:
     mem = ScopedStore(InMemoryStore(), who("acme", "alice"))
     with pytest.raises(ScopeError):
-        mem.put("user", ("n",), key, {"v": 1})
+        mem.put(("user", "n"), key, {"v": 1})
 
 
 @pytest.mark.parametrize("value", [["not", "a", "dict"], {"f": float("nan")}, {"o": object()}])
 def test_non_json_values_are_refused(value: Any) -> None:
     mem = ScopedStore(InMemoryStore(), who("acme", "alice"))
     with pytest.raises(ScopeError):
-        mem.put("user", ("n",), "k", value)
+        mem.put(("user", "n"), "k", value)
 
 
 def test_limits_labels_and_depth(store: BaseStore) -> None:
     mem = ScopedStore(store, who("acme", "alice"))
     deep = tuple(f"l{i}" for i in range(8))
-    mem.put("user", deep, "k", {"v": 1})
-    mem.put("user", ("a", "b"), "k", {"v": 2})
-    assert sorted(mem.list_namespaces("user", max_depth=1)) == [("a",), ("l0",)]
-    assert mem.list_namespaces("user", prefix=("a",)) == [("a", "b")]
-    assert keys(mem.search("user", ("a",))) == {(("a", "b"), "k")}
-    assert keys(mem.search("user", filter={"v": 1})) == {(deep, "k")}
-    assert len(mem.search("user", limit=1)) == 1
-    assert len(mem.search("user", limit=1, offset=1)) == 1
+    mem.put(("user", *deep), "k", {"v": 1})
+    mem.put(("user", "a", "b"), "k", {"v": 2})
+    assert mem.list_namespaces(prefix=("user",), max_depth=2) == [("user", "a"), ("user", "l0")]
+    assert mem.list_namespaces(prefix=("user",), max_depth=1) == [("user",)]
+    assert mem.list_namespaces(prefix=("user", "a")) == [("user", "a", "b")]
+    assert mem.list_namespaces(suffix=("b",)) == [("user", "a", "b")]
+    assert keys(mem.search(("user", "a"))) == {(("user", "a", "b"), "k")}
+    assert keys(mem.search(("user",), filter={"v": 1})) == {(("user", *deep), "k")}
+    assert len(mem.search(("user",), limit=1)) == 1
+    assert len(mem.search(("user",), limit=1, offset=1)) == 1
     with pytest.raises(ScopeError):
-        mem.search("user", limit=-1)
+        mem.put(("user", *deep, "one-too-many"), "k", {"v": 1})
     with pytest.raises(ScopeError):
-        mem.list_namespaces("user", max_depth=0)
+        mem.search(("user",), limit=-1)
+    with pytest.raises(ScopeError):
+        mem.list_namespaces(prefix=("user",), max_depth=0)
+
+
+def test_listing_without_a_prefix_covers_every_scope_of_the_caller_only(store: BaseStore) -> None:
+    alice = ScopedStore(store, who("acme", "alice", "red"))
+    bob = ScopedStore(store, who("acme", "bob", "blue"))
+    alice.put(("user", "notes"), "k", {"v": 1})
+    alice.put(("team", "plans"), "k", {"v": 1})
+    alice.put(("tenant", "faq"), "k", {"v": 1})
+    bob.put(("user", "bobs"), "k", {"v": 1})
+    bob.put(("team", "blue-plans"), "k", {"v": 1})
+    assert alice.list_namespaces() == [("team", "plans"), ("tenant", "faq"), ("user", "notes")]
+    assert alice.list_namespaces(limit=1, offset=1) == [("tenant", "faq")]
+    assert bob.list_namespaces() == [("team", "blue-plans"), ("tenant", "faq"), ("user", "bobs")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"deep": functools.reduce(lambda acc, _: [acc], range(40), [])},
+        {"wide": list(range(20_000))},
+    ],
+)
+def test_oversized_values_are_refused(value: Any) -> None:
+    mem = ScopedStore(InMemoryStore(), who("acme", "alice"))
+    with pytest.raises(ScopeError):
+        mem.put(("user", "n"), "k", value)
+    assert mem.search(("user",)) == []
 
 
 def test_ttl(store: BaseStore) -> None:
     mem = ScopedStore(store, who("acme", "alice"))
     if not store.supports_ttl:
-        with pytest.raises(ConfigurationError):
-            mem.put("user", ("n",), "k", {"v": 1}, ttl=5)
+        # memory meant to expire that silently would not is refused
+        with pytest.raises((ConfigurationError, NotImplementedError)):
+            mem.put(("user", "n"), "k", {"v": 1}, ttl=5)
     else:
-        mem.put("user", ("n",), "k", {"v": 1}, ttl=5)
-        assert mem.get("user", ("n",), "k") is not None
-    with pytest.raises(ScopeError):
-        mem.put("user", ("n",), "k", {"v": 1}, ttl=-1)
+        mem.put(("user", "n"), "k", {"v": 1}, ttl=5)
+        assert mem.get(("user", "n"), "k") is not None
+        with pytest.raises(ScopeError):
+            mem.put(("user", "n"), "k", {"v": 1}, ttl=-1)
 
 
 def test_bad_construction_is_refused() -> None:
-    with pytest.raises(ConfigurationError):
-        ScopedStore(InMemoryStore(), who("a", "b"), prefix="langgraph")
-    with pytest.raises(ConfigurationError):
-        ScopedStore(InMemoryStore(), who("a", "b"), prefix="a.b")
+    with pytest.raises(ValueError):
+        MemorySettings(prefix="langgraph")
+    with pytest.raises(ValueError):
+        MemorySettings(prefix="a.b")
     with pytest.raises(ConfigurationError):
         ScopedStore({}, who("a", "b"))  # type: ignore[arg-type]
-
-
-def test_for_call_resolves_the_principal_from_trusted_context() -> None:
-    class Source:
-        def resolve(self, ctx: CallContext) -> Principal:
-            return who("acme", "alice")
-
-    mem = ScopedStore.for_call(InMemoryStore(), Source(), CallContext())
-    assert mem.principal.user == "alice"
-
-
-def test_erase_user_removes_only_that_users_memory(store: BaseStore) -> None:
-    alice = ScopedStore(store, who("acme", "alice"))
-    bob = ScopedStore(store, who("acme", "bob"))
-    for i in range(3):
-        alice.put("user", ("n", str(i)), "k", {"v": i})
-    alice.put("team", ("n",), "k", {"v": "team"})
-    bob.put("user", ("n",), "k", {"v": "bob"})
-    assert alice.erase_user() == 3
-    assert alice.search("user") == []
-    assert alice.get("team", ("n",), "k") is not None
-    assert bob.get("user", ("n",), "k") is not None
+    with pytest.raises(ConfigurationError):
+        ScopedStore(InMemoryStore(), {"tenant": "a", "user": "b"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="twice"):
+        ScopedStore(ScopedStore(InMemoryStore(), who("a", "b")), who("a", "b"))
 
 
 async def test_async_variants(store: BaseStore) -> None:
     alice = ScopedStore(store, who("acme", "alice"))
     bob = ScopedStore(store, who("acme", "bob"))
-    await alice.aput("user", ("n",), "k", {"v": [1]})
-    await alice.aput("team", ("t",), "k", {"v": 2})
-    got = await alice.aget("user", ("n",), "k")
-    assert got is not None and got.value == {"v": [1]} and got.namespace == ("n",)
+    await alice.aput(("user", "n"), "k", {"v": [1]})
+    await alice.aput(("team", "t"), "k", {"v": 2})
+    got = await alice.aget(("user", "n"), "k")
+    assert got is not None and got.value == {"v": [1]} and got.namespace == ("user", "n")
     got.value["v"].append(2)
-    again = await alice.aget("user", ("n",), "k")
+    again = await alice.aget(("user", "n"), "k")
     assert again is not None and again.value == {"v": [1]}
-    assert await bob.aget("user", ("n",), "k") is None
-    assert keys(await alice.asearch("user")) == {(("n",), "k")}
-    assert await bob.asearch("user") == []
-    assert keys(await bob.asearch("team")) == {(("t",), "k")}
-    assert await alice.alist_namespaces("user") == [("n",)]
-    assert await bob.alist_namespaces("user") == []
-    await alice.adelete("user", ("n",), "k")
-    assert await alice.aget("user", ("n",), "k") is None
-    with pytest.raises(ScopeError):
-        await alice.aput("user", ("a.b",), "k", {"v": 1})
+    assert await bob.aget(("user", "n"), "k") is None
+    assert keys(await alice.asearch(("user",))) == {(("user", "n"), "k")}
+    assert await bob.asearch(("user",)) == []
+    assert keys(await bob.asearch(("team",))) == {(("team", "t"), "k")}
+    assert await alice.alist_namespaces(prefix=("user",)) == [("user", "n")]
+    assert await bob.alist_namespaces(prefix=("user",)) == []
+    await alice.adelete(("user", "n"), "k")
+    assert await alice.aget(("user", "n"), "k") is None
+    with pytest.raises(REFUSED):
+        await alice.aput(("user", "a.b"), "k", {"v": 1})
 
 
 # ---------------------------------------------------------------------------- property
@@ -333,7 +361,8 @@ def run_model(make_store: Callable[[], BaseStore], max_examples: int, steps: int
         def fresh(self) -> None:
             prefix = "p" + uuid.uuid4().hex[:12]  # a fresh world per example
             store = make_store()
-            self.mems = [ScopedStore(store, p, prefix=prefix) for p in PRINCIPALS]
+            settings = MemorySettings(prefix=prefix)
+            self.mems = [ScopedStore(store, p, settings=settings) for p in PRINCIPALS]
             self.model: dict[Any, dict[tuple[tuple[str, ...], str], dict[str, Any]]] = {}
 
         def target(self, i: int, scope: str) -> tuple[ScopedStore, Any]:
@@ -353,9 +382,9 @@ def run_model(make_store: Callable[[], BaseStore], max_examples: int, steps: int
             value = {"n": n, "by": i}
             if sk is None:
                 with pytest.raises(ScopeError):
-                    mem.put(scope, ns, key, value)
+                    mem.put((scope, *ns), key, value)
                 return
-            mem.put(scope, ns, key, value)
+            mem.put((scope, *ns), key, value)
             self.model.setdefault(sk, {})[(ns, key)] = dict(value)
             value["n"] = "mutated by caller"  # the store kept its own copy
 
@@ -369,16 +398,16 @@ def run_model(make_store: Callable[[], BaseStore], max_examples: int, steps: int
             mem, sk = self.target(i, scope)
             if sk is None:
                 with pytest.raises(ScopeError):
-                    mem.get(scope, ns, key)
+                    mem.get((scope, *ns), key)
                 return
-            got = mem.get(scope, ns, key)
+            got = mem.get((scope, *ns), key)
             expected = self.model.get(sk, {}).get((ns, key))
             if expected is None:
                 assert got is None
             else:
-                assert got is not None and got.value == expected and got.namespace == ns
+                assert got is not None and got.value == expected and got.namespace == (scope, *ns)
                 got.value["n"] = "mutated by caller"  # must not reach the store
-                again = mem.get(scope, ns, key)
+                again = mem.get((scope, *ns), key)
                 assert again is not None and again.value == expected
 
         @rule(
@@ -391,9 +420,9 @@ def run_model(make_store: Callable[[], BaseStore], max_examples: int, steps: int
             mem, sk = self.target(i, scope)
             if sk is None:
                 with pytest.raises(ScopeError):
-                    mem.delete(scope, ns, key)
+                    mem.delete((scope, *ns), key)
                 return
-            mem.delete(scope, ns, key)
+            mem.delete((scope, *ns), key)
             self.model.get(sk, {}).pop((ns, key), None)
 
         @rule(
@@ -407,14 +436,14 @@ def run_model(make_store: Callable[[], BaseStore], max_examples: int, steps: int
             flt = None if n is None else {"n": n}
             if sk is None:
                 with pytest.raises(ScopeError):
-                    mem.search(scope, prefix, filter=flt)
+                    mem.search((scope, *prefix), filter=flt)
                 return
-            found = mem.search(scope, prefix, filter=flt, limit=1000)
+            found = mem.search((scope, *prefix), filter=flt, limit=1000)
             got = sorted((tuple(it.namespace), it.key, repr(it.value)) for it in found)
             for it in found:
                 it.value["n"] = "mutated by caller"
             expected = sorted(
-                (ns, key, repr(v))
+                ((scope, *ns), key, repr(v))
                 for (ns, key), v in self.model.get(sk, {}).items()
                 if ns[: len(prefix)] == prefix and (n is None or v["n"] == n)
             )
@@ -429,10 +458,24 @@ def run_model(make_store: Callable[[], BaseStore], max_examples: int, steps: int
             mem, sk = self.target(i, scope)
             if sk is None:
                 with pytest.raises(ScopeError):
-                    mem.list_namespaces(scope, prefix=prefix)
+                    mem.list_namespaces(prefix=(scope, *prefix))
                 return
-            got = set(mem.list_namespaces(scope, prefix=prefix, limit=1000))
-            live = {ns for (ns, _k) in self.model.get(sk, {}) if ns[: len(prefix)] == prefix}
+            got = set(mem.list_namespaces(prefix=(scope, *prefix), limit=1000))
+            live = {
+                (scope, *ns) for (ns, _k) in self.model.get(sk, {}) if ns[: len(prefix)] == prefix
+            }
+            assert got == live
+
+        @rule(i=st.integers(0, len(PRINCIPALS) - 1))
+        def list_everything(self, i: int) -> None:
+            p = PRINCIPALS[i]
+            got = set(self.mems[i].list_namespaces(limit=1000))
+            live = {
+                (scope, *ns)
+                for scope in SCOPE_NAMES
+                if not (scope == "team" and p.team is None)
+                for (ns, _k) in self.model.get(scope_key(p, scope), {})
+            }
             assert got == live
 
     run_state_machine_as_test(

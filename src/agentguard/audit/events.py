@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EventKind = Literal["decision", "execution", "approval", "content", "guard"]
+EventKind = Literal["decision", "execution", "approval", "content", "guard", "memory"]
 
 
 def _now() -> str:

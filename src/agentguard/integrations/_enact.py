@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -170,13 +171,30 @@ def decide(guard: Guard, request: ToolCallRequest) -> tuple[Settled, CallContext
     return settle(guard, verdict, ctx, tools), ctx
 
 
-def allowed_request(request: ToolCallRequest, settled: Settled) -> ToolCallRequest | None:
-    """The request to execute, with the validated arguments; None when it must not run."""
+def scoped_runtime(guard: Guard, verdict: Verdict, ctx: CallContext, runtime: Any) -> Any:
+    """The tool's runtime with the graph's store swapped for the principal's scoped view, so
+    store injection (`InjectedStore`, `ToolRuntime.store`) never hands a tool the raw store."""
+    store = getattr(runtime, "store", None)
+    scoped = guard.memory_for(store, verdict, ctx)
+    if scoped is store:
+        return runtime
+    return dataclasses.replace(runtime, store=scoped)
+
+
+def allowed_request(
+    guard: Guard, request: ToolCallRequest, settled: Settled, ctx: CallContext
+) -> ToolCallRequest | None:
+    """The request to execute, with the validated arguments and scoped memory; None when it
+    must not run."""
     verdict = settled.verdict
     if settled.message is not None or not verdict.allowed:
         return None
     assert verdict.args is not None
-    return request.override(tool_call={**request.tool_call, "args": dict(verdict.args)})
+    return dataclasses.replace(  # `override()` does not take a runtime
+        request,
+        tool_call={**request.tool_call, "args": dict(verdict.args)},
+        runtime=scoped_runtime(guard, verdict, ctx, request.runtime),
+    )
 
 
 def execution_outcome(result: Any) -> tuple[str, Any]:
@@ -266,7 +284,7 @@ def run_settled(
     ctx: CallContext,
     execute: Callable[[ToolCallRequest], ToolResult],
 ) -> ToolResult:
-    run = allowed_request(request, settled)
+    run = allowed_request(guard, request, settled, ctx)
     if run is None:
         return settled.message or refusal_message(settled.verdict)
     already = guard.claim_approved(settled.verdict)
@@ -308,7 +326,7 @@ async def arun_settled(
     ctx: CallContext,
     execute: Callable[[ToolCallRequest], Awaitable[ToolResult]],
 ) -> ToolResult:
-    run = allowed_request(request, settled)
+    run = allowed_request(guard, request, settled, ctx)
     if run is None:
         return settled.message or refusal_message(settled.verdict)
     already = await off_loop(guard, guard.claim_approved, settled.verdict)

@@ -15,7 +15,8 @@ from langchain_core.messages import AnyMessage, ToolCall, ToolMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.prebuilt.tool_node import ToolCallRequest, ToolRuntime
+from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from pydantic import ConfigDict
 
@@ -34,6 +35,7 @@ from agentguard.integrations._enact import (
     record_error,
     refusal_message,
     run_guarded,
+    scoped_runtime,
     settle,
     stop_if_asked,
 )
@@ -204,10 +206,20 @@ class GuardedTool(BaseTool):
         raise CallRefused(settled.verdict)
 
     def _inner_input(
-        self, settled: Settled, call: ToolCall | None, injected: dict[str, Any]
+        self, settled: Settled, ctx: CallContext, call: ToolCall | None, injected: dict[str, Any]
     ) -> Any:
-        args = {**dict(settled.verdict.args or {}), **injected}
+        verdict = settled.verdict
+        scoped = {k: self._scoped(v, verdict, ctx) for k, v in injected.items()}
+        args = {**dict(verdict.args or {}), **scoped}
         return {**call, "args": args} if call is not None else args
+
+    def _scoped(self, value: Any, verdict: Verdict, ctx: CallContext) -> Any:
+        """Injected memory reaches the tool only as the principal's scoped view."""
+        if isinstance(value, BaseStore):
+            return self.guard.memory_for(value, verdict, ctx)
+        if isinstance(value, ToolRuntime):
+            return scoped_runtime(self.guard, verdict, ctx, value)
+        return value
 
     def _done(self, settled: Settled, ctx: CallContext, call: ToolCall | None, result: Any) -> Any:
         status, output = execution_outcome(result)
@@ -223,7 +235,9 @@ class GuardedTool(BaseTool):
         if already is not None:
             return self._instead(Settled(already, refusal_message(already)), call)
         try:
-            result = self.inner.invoke(self._inner_input(settled, call, injected), config, **kwargs)
+            result = self.inner.invoke(
+                self._inner_input(settled, ctx, call, injected), config, **kwargs
+            )
         except Exception:
             self.guard.record_execution(settled.verdict, ctx, status="error")
             raise
@@ -239,7 +253,7 @@ class GuardedTool(BaseTool):
             return self._instead(Settled(already, refusal_message(already)), call)
         try:
             result = await self.inner.ainvoke(
-                self._inner_input(settled, call, injected), config, **kwargs
+                self._inner_input(settled, ctx, call, injected), config, **kwargs
             )
         except Exception:
             await off_loop(guard, record_error, guard, settled.verdict, ctx)

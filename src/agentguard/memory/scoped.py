@@ -1,31 +1,50 @@
-"""Agent memory with boundaries, over any LangGraph `BaseStore`.
+"""Agent memory with boundaries, as a LangGraph `BaseStore` over any other store.
 
-The physical namespace is always built from the trusted `Principal`, never from arguments:
+Code addresses memory by scope, the first label of every namespace: `("user", "prefs")`,
+`("team", "playbooks")`, `("tenant", "glossary")`. The physical namespace is always built from
+the trusted `Principal`, never from arguments:
 
-- user:   `(prefix, "t", tenant, "u", user, *namespace)`
-- team:   `(prefix, "t", tenant, "team", team, *namespace)`
-- tenant: `(prefix, "t", tenant, "all", *namespace)`
+- user:   `(prefix, "t", tenant, "u", user, *rest)`
+- team:   `(prefix, "t", tenant, "team", team, *rest)`
+- tenant: `(prefix, "t", tenant, "all", *rest)`
 
 Identity labels outside `[A-Za-z0-9_-]` are hex-encoded behind a `~` marker (which the plain
 alphabet never contains), so the mapping is injective: tenant "a.b" / user "c" and tenant "a" /
-user "b.c" can never share a namespace. Callers only ever see their logical namespace back.
+user "b.c" can never share a namespace. Callers only ever see their logical namespace back,
+and every value in or out is a private copy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar, cast, get_args
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal, cast, get_args
 
-from langgraph.store.base import NOT_PROVIDED, BaseStore, Item, SearchItem
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+)
 from langgraph.store.memory import InMemoryStore
 
+from agentguard._canonical import digest
 from agentguard.context import Principal
 from agentguard.errors import ConfigurationError, GuardError
-from agentguard.identity import CallContext, IdentitySource
+from agentguard.identity import CallContext
+from agentguard.policy.model import MemorySettings
 
 Scope = Literal["user", "team", "tenant"]
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -33,6 +52,8 @@ SCOPES: tuple[str, ...] = get_args(Scope)
 MAX_LABELS = 8
 MAX_LABEL_LEN = 128
 MAX_KEY_LEN = 512
+MAX_VALUE_NODES = 10_000
+MAX_VALUE_DEPTH = 32
 
 _SAFE_IDENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # Dots split labels in SQL backends, `*` is a wildcard in namespace listing, and control or
@@ -40,7 +61,7 @@ _SAFE_IDENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _BAD_LABEL_RE = re.compile(r"[.*\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _BAD_KEY_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
-T = TypeVar("T")
+AuditWriter = Callable[[dict[str, Any]], None]
 
 
 class ScopeError(GuardError):
@@ -54,7 +75,34 @@ def encode_ident(value: str) -> str:
     return "~" + value.encode("utf-8").hex()
 
 
-def _check_labels(namespace: tuple[str, ...], what: str) -> tuple[str, ...]:
+def tenant_base(prefix: str, tenant: str) -> tuple[str, ...]:
+    return (prefix, "t", encode_ident(tenant))
+
+
+def scope_bases(prefix: str, principal: Principal) -> dict[str, tuple[str, ...]]:
+    """The physical namespace under which each of the principal's scopes lives."""
+    tenant = tenant_base(prefix, principal.tenant)
+    bases = {"user": (*tenant, "u", encode_ident(principal.user)), "tenant": (*tenant, "all")}
+    if principal.team is not None:
+        bases["team"] = (*tenant, "team", encode_ident(principal.team))
+    return bases
+
+
+def scope_of(prefix: str, namespace: tuple[str, ...]) -> Scope | None:
+    """Which scope a physical namespace belongs to (None: not agentguard memory)."""
+    if len(namespace) < 4 or namespace[0] != prefix or namespace[1] != "t":
+        return None
+    marker = namespace[3]
+    if marker == "u" and len(namespace) >= 5:
+        return "user"
+    if marker == "team" and len(namespace) >= 5:
+        return "team"
+    if marker == "all":
+        return "tenant"
+    return None
+
+
+def _check_labels(namespace: Any, what: str) -> tuple[str, ...]:
     if not isinstance(namespace, tuple):
         raise ScopeError(f"{what} must be a tuple of strings")
     if len(namespace) > MAX_LABELS:
@@ -65,11 +113,11 @@ def _check_labels(namespace: tuple[str, ...], what: str) -> tuple[str, ...]:
         if len(label) > MAX_LABEL_LEN:
             raise ScopeError(f"{what} label longer than {MAX_LABEL_LEN} characters")
         if _BAD_LABEL_RE.search(label):
-            raise ScopeError(f"{what} label {label!r} contains '.', '*' or a control character")
+            raise ScopeError(f"{what} label contains '.', '*' or a control character")
     return namespace
 
 
-def _check_key(key: str) -> str:
+def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise ScopeError("key must be a non-empty string")
     if len(key) > MAX_KEY_LEN:
@@ -79,25 +127,51 @@ def _check_key(key: str) -> str:
     return key
 
 
-def _check_value(value: dict[str, Any]) -> dict[str, Any]:
-    """A private JSON copy: validates serializability and cuts ties with the caller's dict."""
-    if not isinstance(value, dict):
-        raise ScopeError("value must be a dict")
-    try:
-        copied = json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ScopeError(f"value is not JSON-serializable: {exc}") from None
-    return cast(dict[str, Any], copied)
-
-
-def _check_count(value: int, name: str, minimum: int) -> int:
+def _check_count(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ScopeError(f"{name} must be an integer >= {minimum}")
     return value
 
 
+def copy_value(value: Any) -> dict[str, Any]:
+    """A private, JSON-only copy of a value to store, bounded in size and depth.
+
+    Stores keep what they are given (InMemoryStore keeps the very dict), so a caller who kept a
+    reference could otherwise change memory later without any check.
+    """
+    if not isinstance(value, Mapping):
+        raise ScopeError("value must be a dict")
+    budget = [MAX_VALUE_NODES]
+
+    def walk(v: Any, depth: int) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ScopeError(f"value has more than {MAX_VALUE_NODES} elements")
+        if depth > MAX_VALUE_DEPTH:
+            raise ScopeError(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
+        kind = type(v)
+        if kind is str or kind is int or kind is bool or v is None:
+            return v
+        if kind is float:
+            if not math.isfinite(v):
+                raise ScopeError("value holds NaN or infinity (not JSON)")
+            return v
+        if isinstance(v, Mapping):
+            out: dict[str, Any] = {}
+            for k, item in v.items():
+                if type(k) is not str:
+                    raise ScopeError("value keys must be strings")
+                out[k] = walk(item, depth + 1)
+            return out
+        if isinstance(v, (list, tuple)):
+            return [walk(item, depth + 1) for item in v]
+        raise ScopeError(f"value holds a {kind.__name__}, which is not JSON")
+
+    return cast(dict[str, Any], walk(value, 0))
+
+
 def _copy_json(value: Any) -> Any:
-    """Deep copy of JSON data; much faster than `copy.deepcopy` on the hot path."""
+    """Deep copy of JSON data handed out; much faster than `copy.deepcopy`."""
     if isinstance(value, dict):
         return {k: _copy_json(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -105,331 +179,382 @@ def _copy_json(value: Any) -> Any:
     return value
 
 
-class ScopedStore:
-    """Memory for one principal: every namespace is prefixed from the trusted principal
-    (never from arguments), and every value handed out is a copy."""
+def timestamp_of(moment: datetime) -> float:
+    """Seconds since the epoch; a naive time from a backend is UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One caller op, planned: what to ask the backend and how to answer the caller."""
+
+    kind: Literal["get", "put", "delete", "search", "list"]
+    scope: str
+    logical: tuple[str, ...]
+    key: str | None = None
+    slots: tuple[int, ...] = ()  # indexes into the backend batch
+    bases: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (scope, base) answered by the slots
+    cutoffs: tuple[float | None, ...] = ()
+    limit: int = 0
+    offset: int = 0
+    ready: Any = None  # answer computed without the backend (InMemoryStore listing)
+
+
+class ScopedStore(BaseStore):
+    """Memory for one principal: every namespace is prefixed from the trusted principal (never
+    from arguments), reads never leave the principal's scopes, and values are private copies.
+
+    Tools get it through LangGraph's normal store injection when a guard door runs them; use
+    `GuardedStore` to give every node of a graph the same boundaries.
+    """
+
+    agentguard_scoped = True  # doors never wrap a store that is already scoped
 
     def __init__(
-        self, store: BaseStore, principal: Principal, *, prefix: str = "agentguard"
+        self,
+        store: BaseStore,
+        principal: Principal,
+        *,
+        settings: MemorySettings | None = None,
+        audit: AuditWriter | None = None,
+        context: CallContext | None = None,
+        call_id: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(store, BaseStore):
             raise ConfigurationError("ScopedStore needs a langgraph BaseStore")
+        if getattr(store, "agentguard_scoped", False):
+            raise ConfigurationError("this store is already scoped; do not scope it twice")
         if not isinstance(principal, Principal):
             raise ConfigurationError("ScopedStore needs a trusted Principal")
-        if not isinstance(prefix, str) or not _SAFE_IDENT_RE.match(prefix) or prefix == "langgraph":
-            raise ConfigurationError("prefix must match [A-Za-z0-9_-]+ and not be 'langgraph'")
+        settings = settings if settings is not None else MemorySettings()
+        if not isinstance(settings, MemorySettings):
+            raise ConfigurationError("settings must be a MemorySettings (policy.memory)")
         self._store = store
         self._principal = principal
-        self._prefix = prefix
-        tenant = (prefix, "t", encode_ident(principal.tenant))
-        self._bases: dict[str, tuple[str, ...]] = {
-            "user": (*tenant, "u", encode_ident(principal.user)),
-            "tenant": (*tenant, "all"),
+        self._settings = settings
+        self._bases = scope_bases(settings.prefix, principal)
+        self._retention: dict[str, float] = {
+            s: d * 86400.0 for s, d in settings.retention_days.items()
         }
-        if principal.team is not None:
-            self._bases["team"] = (*tenant, "team", encode_ident(principal.team))
-
-    @classmethod
-    def for_call(
-        cls,
-        store: BaseStore,
-        source: IdentitySource,
-        ctx: CallContext,
-        *,
-        prefix: str = "agentguard",
-    ) -> ScopedStore:
-        """Resolve the principal from trusted context, so a door never has to pick one."""
-        return cls(store, source.resolve(ctx), prefix=prefix)
+        self._audit = audit if settings.audit != "none" else None
+        self._audit_reads = settings.audit == "all"
+        self._context = context
+        self._call_id = call_id
+        self._clock = clock
+        self._in_memory = isinstance(store, InMemoryStore)
 
     @property
     def principal(self) -> Principal:
         return self._principal
 
+    @property
+    def settings(self) -> MemorySettings:
+        return self._settings
+
+    @property
+    def supports_ttl(self) -> bool:  # type: ignore[override]
+        return self._store.supports_ttl
+
+    @property
+    def ttl_config(self) -> TTLConfig | None:  # type: ignore[override]
+        return self._store.ttl_config
+
     # ----------------------------------------------------------------- mapping
 
-    def _base(self, scope: Scope) -> tuple[str, ...]:
+    def _base(self, scope: Any) -> tuple[str, ...]:
         if scope not in SCOPES:
-            raise ScopeError(f"unknown scope {scope!r}; expected one of {SCOPES}")
+            raise ScopeError(
+                f"the first namespace label must name a scope, one of {SCOPES}; "
+                "agentguard memory has no unscoped namespaces"
+            )
         base = self._bases.get(scope)
         if base is None:
             raise ScopeError(f"principal has no {scope!r}; cannot use {scope!r} memory")
         return base
 
-    def _physical(self, scope: Scope, namespace: tuple[str, ...]) -> tuple[str, ...]:
-        return self._base(scope) + _check_labels(namespace, "namespace")
+    def _split(self, namespace: Any, what: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        """(scope, physical namespace, logical namespace) for a caller's namespace."""
+        if not isinstance(namespace, tuple) or not namespace:
+            raise ScopeError(f"{what} must start with a scope: ('user', ...), ('team', ...)")
+        base = self._base(namespace[0])
+        rest = _check_labels(namespace[1:], what)
+        return namespace[0], base + rest, namespace
 
-    @staticmethod
-    def _logical(base: tuple[str, ...], namespace: tuple[str, ...]) -> tuple[str, ...] | None:
-        """The caller's view of a physical namespace, or None if it lies outside the scope."""
-        if tuple(namespace[: len(base)]) != base:
-            return None
-        return tuple(namespace[len(base) :])
+    def _cutoff(self, scope: str) -> float | None:
+        keep = self._retention.get(scope)
+        return None if keep is None else self._clock() - keep
 
-    def _get_result(
-        self, scope: Scope, namespace: tuple[str, ...], key: str, item: Item | None
-    ) -> Item | None:
-        base = self._base(scope)
-        if item is None or tuple(item.namespace) != base + namespace or item.key != key:
-            return None  # defence in depth: a backend answering for another namespace
-        return Item(
-            value=_copy_json(item.value),
-            key=item.key,
-            namespace=namespace,
-            created_at=item.created_at,
-            updated_at=item.updated_at,
+    def _ttl(self, scope: str, ttl: float | None) -> float | None:
+        """The backend TTL in minutes: the caller's, capped by the scope's retention."""
+        keep = self._retention.get(scope)
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+                raise ScopeError("ttl must be a number of minutes")
+            if not math.isfinite(ttl) or ttl <= 0:
+                raise ScopeError("ttl must be a positive, finite number of minutes")
+            if not self._store.supports_ttl:
+                # Memory meant to expire that silently would not is a gap: refuse instead.
+                raise ConfigurationError(f"{type(self._store).__name__} does not support TTL")
+        if keep is None or not self._store.supports_ttl:
+            return ttl  # without backend TTL, retention is enforced on read and by sweep()
+        cap = keep / 60.0
+        return cap if ttl is None else min(ttl, cap)
+
+    def _plan(self, op: Op, calls: list[Op]) -> _Step:
+        def slot(physical: Op) -> int:
+            calls.append(physical)
+            return len(calls) - 1
+
+        if isinstance(op, GetOp):
+            scope, physical, logical = self._split(op.namespace, "namespace")
+            key = _check_key(op.key)
+            refresh = op.refresh_ttl and scope not in self._retention
+            return _Step(
+                "get",
+                scope,
+                logical,
+                key,
+                slots=(slot(GetOp(physical, key, refresh)),),
+                cutoffs=(self._cutoff(scope),),
+            )
+        if isinstance(op, PutOp):
+            scope, physical, logical = self._split(op.namespace, "namespace")
+            key = _check_key(op.key)
+            if op.value is None:
+                return _Step(
+                    "delete", scope, logical, key, slots=(slot(PutOp(physical, key, None)),)
+                )
+            value = copy_value(op.value)
+            ttl = self._ttl(scope, op.ttl)
+            put = PutOp(physical, key, value, index=op.index, ttl=ttl)
+            return _Step("put", scope, logical, key, slots=(slot(put),))
+        if isinstance(op, SearchOp):
+            scope, physical, logical = self._split(op.namespace_prefix, "namespace_prefix")
+            if op.filter is not None and not isinstance(op.filter, dict):
+                raise ScopeError("filter must be a dict")
+            limit = _check_count(op.limit, "limit", 0)
+            offset = _check_count(op.offset, "offset", 0)
+            refresh = op.refresh_ttl and scope not in self._retention
+            search = SearchOp(physical, op.filter, limit, offset, op.query, refresh)
+            return _Step(
+                "search",
+                scope,
+                logical,
+                slots=(slot(search),),
+                bases=((scope, self._bases[scope]),),
+                cutoffs=(self._cutoff(scope),),
+            )
+        if isinstance(op, ListNamespacesOp):
+            return self._plan_list(op, slot)
+        raise ScopeError(f"unsupported store operation {type(op).__name__}")
+
+    def _plan_list(self, op: ListNamespacesOp, slot: Callable[[Op], int]) -> _Step:
+        prefix: tuple[str, ...] = ()
+        suffix: tuple[str, ...] = ()
+        for cond in op.match_conditions or ():
+            if not isinstance(cond, MatchCondition) or cond.match_type not in ("prefix", "suffix"):
+                raise ScopeError("match conditions must be prefix or suffix conditions")
+            if cond.match_type == "prefix":
+                prefix = tuple(cond.path)
+            else:
+                suffix = _check_labels(tuple(cond.path), "suffix")
+        limit = _check_count(op.limit, "limit", 0)
+        offset = _check_count(op.offset, "offset", 0)
+        depth = None if op.max_depth is None else _check_count(op.max_depth, "max_depth", 1)
+        if prefix:
+            scope, physical, _ = self._split(prefix, "prefix")
+            targets = [(scope, physical)]
+        else:  # every scope the principal has, merged
+            targets = [(s, self._bases[s]) for s in SCOPES if s in self._bases]
+        bases = tuple((s, self._bases[s]) for s, _ in targets)
+        if self._in_memory:
+            found: list[tuple[str, ...]] = []
+            for (scope, physical), (_, base) in zip(targets, bases, strict=True):
+                for ns in self._memory_namespaces(physical):
+                    logical = (scope, *ns[len(base) :])
+                    if suffix and logical[-len(suffix) :] != suffix:
+                        continue
+                    found.append(logical if depth is None else logical[:depth])
+            ready = sorted(set(found))[offset : offset + limit]
+            return _Step("list", prefix[0] if prefix else "*", prefix, ready=ready)
+        conditions = [MatchCondition("suffix", suffix)] if suffix else []
+        slots = []
+        for (_, physical), (_, base) in zip(targets, bases, strict=True):
+            physical_depth = None if depth is None else len(base) + depth - 1
+            conds = (MatchCondition("prefix", physical), *conditions)
+            listing = ListNamespacesOp(conds, physical_depth, limit + offset, 0)
+            slots.append(slot(listing))
+        return _Step(
+            "list",
+            prefix[0] if prefix else "*",
+            prefix,
+            slots=tuple(slots),
+            bases=bases,
+            limit=limit,
+            offset=offset,
         )
 
-    def _search_results(self, base: tuple[str, ...], items: list[SearchItem]) -> list[SearchItem]:
-        out: list[SearchItem] = []
-        for item in items:
-            logical = self._logical(base, tuple(item.namespace))
-            if logical is None:
-                continue  # never hand out another scope's data, whatever the backend says
-            out.append(
-                SearchItem(
-                    namespace=logical,
-                    key=item.key,
-                    value=_copy_json(item.value),
-                    created_at=item.created_at,
-                    updated_at=item.updated_at,
-                    score=item.score,
-                )
-            )
-        return out
-
-    def _namespace_results(
-        self, base: tuple[str, ...], namespaces: list[tuple[str, ...]]
-    ) -> list[tuple[str, ...]]:
-        out: list[tuple[str, ...]] = []
-        for ns in namespaces:
-            logical = self._logical(base, tuple(ns))
-            if logical is not None:
-                out.append(logical)
-        return out
-
-    def _memory_namespaces(
-        self, physical: tuple[str, ...], depth: int | None, limit: int, offset: int
-    ) -> list[tuple[str, ...]]:
-        """`list_namespaces` for InMemoryStore, derived from the items themselves.
+    def _memory_namespaces(self, physical: tuple[str, ...]) -> set[tuple[str, ...]]:
+        """Namespaces holding items, for InMemoryStore.
 
         InMemoryStore lists every namespace anything (even a `get` or `delete`) ever touched,
         so a teammate's probe would show up as a namespace; the SQL stores list only
         namespaces that hold items. Deriving the list from items gives the SQL behaviour.
         """
         found: set[tuple[str, ...]] = set()
-        page = 1000
-        start = 0
+        page, start = 1000, 0
         while True:
             batch = self._store.search(physical, limit=page, offset=start)
-            for item in batch:
-                ns = tuple(item.namespace)
-                found.add(ns if depth is None else ns[:depth])
+            found.update(tuple(item.namespace) for item in batch)
             if len(batch) < page:
-                break
+                return found
             start += page
-        return sorted(found)[offset : offset + limit]
 
-    def _ttl(self, ttl: float | None) -> Any:
-        if ttl is None:
-            return NOT_PROVIDED  # the store's default TTL (if any) applies
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-            raise ScopeError("ttl must be a number of minutes")
-        if not math.isfinite(ttl) or ttl <= 0:
-            raise ScopeError("ttl must be a positive, finite number of minutes")
-        if not self._store.supports_ttl:
-            # Memory meant to expire that silently would not is a gap: refuse instead.
-            raise ConfigurationError(f"{type(self._store).__name__} does not support TTL")
-        return ttl
+    # ----------------------------------------------------------------- answers
 
-    def _search_args(
-        self,
-        scope: Scope,
-        namespace_prefix: tuple[str, ...],
-        filter: dict[str, Any] | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        base = self._base(scope)
-        _check_labels(namespace_prefix, "namespace_prefix")
-        if filter is not None and not isinstance(filter, dict):
-            raise ScopeError("filter must be a dict")
-        _check_count(limit, "limit", 0)
-        _check_count(offset, "offset", 0)
-        return base, base + namespace_prefix
+    def _alive(self, item: Item, cutoff: float | None) -> bool:
+        return cutoff is None or timestamp_of(item.updated_at) >= cutoff
 
-    def _list_args(
-        self,
-        scope: Scope,
-        prefix: tuple[str, ...],
-        max_depth: int | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[tuple[str, ...], tuple[str, ...], int | None]:
-        base = self._base(scope)
-        _check_labels(prefix, "prefix")
-        if max_depth is not None:
-            max_depth = len(base) + _check_count(max_depth, "max_depth", 1)
-        _check_count(limit, "limit", 0)
-        _check_count(offset, "offset", 0)
-        return base, base + prefix, max_depth
-
-    # ----------------------------------------------------------------- sync API
-
-    def put(
-        self,
-        scope: Scope,
-        namespace: tuple[str, ...],
-        key: str,
-        value: dict[str, Any],
-        *,
-        ttl: float | None = None,
-    ) -> None:
-        """Store a private copy of `value`; `ttl` in minutes (SQL backends only)."""
-        physical = self._physical(scope, namespace)
-        self._store.put(physical, _check_key(key), _check_value(value), ttl=self._ttl(ttl))
-
-    def get(self, scope: Scope, namespace: tuple[str, ...], key: str) -> Item | None:
-        """A deep copy of the item, with its logical namespace, or None."""
-        physical = self._physical(scope, namespace)
-        item = self._store.get(physical, _check_key(key))
-        return self._get_result(scope, namespace, key, item)
-
-    def delete(self, scope: Scope, namespace: tuple[str, ...], key: str) -> None:
-        self._store.delete(self._physical(scope, namespace), _check_key(key))
-
-    def search(
-        self,
-        scope: Scope,
-        namespace_prefix: tuple[str, ...] = (),
-        *,
-        query: str | None = None,
-        filter: dict[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-    ) -> list[SearchItem]:
-        """Copies of the matching items, only ever from within `scope`."""
-        base, physical = self._search_args(scope, namespace_prefix, filter, limit, offset)
-        items = self._store.search(physical, query=query, filter=filter, limit=limit, offset=offset)
-        return self._search_results(base, items)
-
-    def list_namespaces(
-        self,
-        scope: Scope,
-        *,
-        prefix: tuple[str, ...] = (),
-        max_depth: int | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[tuple[str, ...]]:
-        """Namespaces within `scope`, without the internal (identity-bearing) prefix."""
-        base, physical, depth = self._list_args(scope, prefix, max_depth, limit, offset)
-        if isinstance(self._store, InMemoryStore):
-            found = self._memory_namespaces(physical, depth, limit, offset)
+    def _answer(self, step: _Step, results: list[Result]) -> Result:
+        if step.kind in ("put", "delete"):
+            return None
+        if step.kind == "get":
+            item = results[step.slots[0]]
+            physical = self._bases[step.scope] + step.logical[1:]
+            if (
+                not isinstance(item, Item)
+                or tuple(item.namespace) != physical
+                or item.key != step.key
+            ):
+                self._note_read(step, "miss")
+                return None  # also: a backend answering for another namespace
+            if not self._alive(item, step.cutoffs[0]):
+                self._note_read(step, "expired")
+                return None
+            self._note_read(step, "hit", count=1)
+            return Item(
+                value=_copy_json(item.value),
+                key=item.key,
+                namespace=step.logical,
+                created_at=item.created_at,
+                updated_at=item.updated_at,
+            )
+        if step.kind == "search":
+            scope, base = step.bases[0]
+            out: list[SearchItem] = []
+            for item in cast(list[SearchItem], results[step.slots[0]]):
+                ns = tuple(item.namespace)
+                if ns[: len(base)] != base or not self._alive(item, step.cutoffs[0]):
+                    continue  # never hand out another scope's data, whatever the backend says
+                out.append(
+                    SearchItem(
+                        namespace=(scope, *ns[len(base) :]),
+                        key=item.key,
+                        value=_copy_json(item.value),
+                        created_at=item.created_at,
+                        updated_at=item.updated_at,
+                        score=item.score,
+                    )
+                )
+            self._note_read(step, "ok", count=len(out))
+            return out
+        if step.ready is not None:
+            listed = cast(list[tuple[str, ...]], step.ready)
         else:
-            found = self._store.list_namespaces(
-                prefix=physical, max_depth=depth, limit=limit, offset=offset
-            )
-        return self._namespace_results(base, found)
+            merged: set[tuple[str, ...]] = set()
+            for index, (scope, base) in zip(step.slots, step.bases, strict=True):
+                for ns in cast(list[tuple[str, ...]], results[index]):
+                    ns = tuple(ns)
+                    if ns[: len(base)] == base:
+                        merged.add((scope, *ns[len(base) :]))
+            listed = sorted(merged)[step.offset : step.offset + step.limit]
+        self._note_read(step, "ok", count=len(listed))
+        return listed
 
-    def erase_user(self) -> int:
-        """Delete all of this user's private memory (right to erasure); returns how many."""
-        base = self._base("user")
-        count = 0
-        while True:
-            batch = self._store.search(base, limit=100)
-            mine = [it for it in batch if self._logical(base, tuple(it.namespace)) is not None]
-            if not mine:
-                return count
-            for it in mine:
-                self._store.delete(tuple(it.namespace), it.key)
-            count += len(mine)
+    # ----------------------------------------------------------------- audit
 
-    # ----------------------------------------------------------------- async API
-
-    async def _run(self, coro: Callable[[], Awaitable[T]], sync: Callable[[], T]) -> T:
-        """The store's async path, or its sync path on a thread for sync-only stores
-        (e.g. `SqliteStore`, whose `abatch` raises)."""
-        try:
-            return await coro()
-        except NotImplementedError:
-            return await asyncio.to_thread(sync)
-
-    async def aput(
+    def _event(
         self,
-        scope: Scope,
-        namespace: tuple[str, ...],
-        key: str,
-        value: dict[str, Any],
+        step_kind: str,
+        scope: str,
+        logical: tuple[str, ...],
+        key: str | None,
+        result: str,
         *,
-        ttl: float | None = None,
+        count: int | None = None,
+        reason: str | None = None,
     ) -> None:
-        physical = self._physical(scope, namespace)
-        key, data, t = _check_key(key), _check_value(value), self._ttl(ttl)
-        await self._run(
-            lambda: self._store.aput(physical, key, data, ttl=t),
-            lambda: self._store.put(physical, key, data, ttl=t),
-        )
-
-    async def aget(self, scope: Scope, namespace: tuple[str, ...], key: str) -> Item | None:
-        physical = self._physical(scope, namespace)
-        _check_key(key)
-        item = await self._run(
-            lambda: self._store.aget(physical, key), lambda: self._store.get(physical, key)
-        )
-        return self._get_result(scope, namespace, key, item)
-
-    async def adelete(self, scope: Scope, namespace: tuple[str, ...], key: str) -> None:
-        physical = self._physical(scope, namespace)
-        _check_key(key)
-        await self._run(
-            lambda: self._store.adelete(physical, key), lambda: self._store.delete(physical, key)
-        )
-
-    async def asearch(
-        self,
-        scope: Scope,
-        namespace_prefix: tuple[str, ...] = (),
-        *,
-        query: str | None = None,
-        filter: dict[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-    ) -> list[SearchItem]:
-        base, physical = self._search_args(scope, namespace_prefix, filter, limit, offset)
-        kwargs: dict[str, Any] = {
-            "query": query,
-            "filter": filter,
-            "limit": limit,
-            "offset": offset,
-        }
-        items = await self._run(
-            lambda: self._store.asearch(physical, **kwargs),
-            lambda: self._store.search(physical, **kwargs),
-        )
-        return self._search_results(base, items)
-
-    async def alist_namespaces(
-        self,
-        scope: Scope,
-        *,
-        prefix: tuple[str, ...] = (),
-        max_depth: int | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[tuple[str, ...]]:
-        base, physical, depth = self._list_args(scope, prefix, max_depth, limit, offset)
-        kwargs: dict[str, Any] = {
-            "prefix": physical,
-            "max_depth": depth,
-            "limit": limit,
-            "offset": offset,
-        }
-        if isinstance(self._store, InMemoryStore):
-            return self._namespace_results(
-                base, self._memory_namespaces(physical, depth, limit, offset)
+        assert self._audit is not None
+        summary: dict[str, Any] = {"op": step_kind, "scope": scope}
+        if logical:
+            summary["namespace"] = digest(list(logical))
+        if key is not None:
+            summary["key"] = digest(key)
+        if count is not None:
+            summary["count"] = count
+        ctx = self._context
+        self._audit(
+            dict(
+                event="memory",
+                call_id=self._call_id,
+                thread_id=ctx.thread_id if ctx is not None else None,
+                run_id=ctx.run_id if ctx is not None else None,
+                result=result,
+                reason=reason,
+                summary=summary,
+                **self._principal.audit_fields(),
             )
-        found = await self._run(
-            lambda: self._store.alist_namespaces(**kwargs),
-            lambda: self._store.list_namespaces(**kwargs),
         )
-        return self._namespace_results(base, found)
+
+    def _note_read(self, step: _Step, result: str, *, count: int | None = None) -> None:
+        if self._audit is not None and self._audit_reads:
+            self._event(step.kind, step.scope, step.logical, step.key, result, count=count)
+
+    def _note_writes(self, steps: list[_Step]) -> None:
+        """Written down before the backend is touched: nothing changes unrecorded."""
+        if self._audit is None:
+            return
+        for step in steps:
+            if step.kind in ("put", "delete"):
+                self._event(step.kind, step.scope, step.logical, step.key, step.kind)
+
+    def _refused(self, op: Op, exc: ScopeError) -> None:
+        if self._audit is None:
+            return
+        namespace = getattr(op, "namespace", None) or getattr(op, "namespace_prefix", None)
+        scope = namespace[0] if isinstance(namespace, tuple) and namespace else None
+        kind = {GetOp: "get", PutOp: "put", SearchOp: "search"}.get(type(op), "list")
+        shown = scope if isinstance(scope, str) and scope in SCOPES else "?"
+        self._event(kind, shown, (), None, "refused", reason=str(exc)[:200])
+
+    def _prepare(self, ops: Iterable[Op]) -> tuple[list[_Step], list[Op]]:
+        calls: list[Op] = []
+        steps: list[_Step] = []
+        for op in ops:
+            try:
+                steps.append(self._plan(op, calls))
+            except ScopeError as exc:
+                self._refused(op, exc)
+                raise
+        self._note_writes(steps)
+        return steps, calls
+
+    # ----------------------------------------------------------------- BaseStore
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        steps, calls = self._prepare(ops)
+        results = self._store.batch(calls) if calls else []
+        return [self._answer(step, results) for step in steps]
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        steps, calls = self._prepare(ops)
+        results: list[Result] = []
+        if calls:
+            try:
+                results = await self._store.abatch(calls)
+            except NotImplementedError:  # sync-only stores, e.g. SqliteStore
+                results = await asyncio.to_thread(self._store.batch, calls)
+        return [self._answer(step, results) for step in steps]

@@ -305,6 +305,32 @@ def default_roles() -> dict[str, RolePolicy]:
     }
 
 
+MemoryScope = Literal["user", "team", "tenant"]
+
+
+class MemorySettings(_Strict):
+    """How agent memory is kept: where it lives, how long, what is written down, who erases."""
+
+    prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")] = "agentguard"
+    # Days an item is kept after its last write; a scope left out keeps items until deleted.
+    retention_days: dict[MemoryScope, Annotated[float, Field(gt=0, le=36500)]] = Field(
+        default_factory=dict
+    )
+    # Which operations produce audit events: every read and write, only writes, or none.
+    audit: Literal["all", "writes", "none"] = "all"
+    # Roles that may erase another user's, a team's or the whole tenant's memory.
+    erase_roles: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]] = Field(
+        default_factory=lambda: ["admin"]
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _not_langgraph(cls, v: str) -> str:
+        if v == "langgraph":
+            raise ValueError("'langgraph' is reserved by LangGraph")
+        return v
+
+
 class Policy(_Strict):
     """A versioned policy. Build it in Python or load it with `load_policy` from YAML."""
 
@@ -316,6 +342,7 @@ class Policy(_Strict):
     tools: dict[ToolName, ToolPolicy] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     content: ContentSettings = Field(default_factory=ContentSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:

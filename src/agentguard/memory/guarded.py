@@ -1,0 +1,130 @@
+"""A store that scopes itself to whoever the current call acts for.
+
+A graph is compiled with one store and serves many principals, so the scope has to be decided
+per operation, from trusted surroundings only: the run the operation happens in (its context or
+the server's authenticated user), an `acting_for()` binding, or, on a LangGraph server, the
+user its auth handler authenticated for the HTTP store API. Nothing known: nothing happens.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from langgraph.store.base import BaseStore, Op, Result, TTLConfig
+
+from agentguard.errors import ConfigurationError
+from agentguard.identity import CallContext, FromContext, IdentitySource
+from agentguard.memory.scoped import AuditWriter, ScopedStore
+from agentguard.policy.model import MemorySettings, Policy
+
+
+def current_call_context() -> CallContext:
+    """What is known, right now, about who the current operation runs for."""
+    try:
+        from langgraph.config import get_config
+
+        config = get_config()
+    except RuntimeError:  # not inside a runnable
+        config = None
+    if config is not None:
+        runtime = (config.get("configurable") or {}).get("__pregel_runtime")
+        return CallContext.from_langgraph(runtime, config=config)
+    if "langgraph_api" in sys.modules:  # a LangGraph server's HTTP store API
+        from langgraph_api.utils import get_auth_ctx  # type: ignore[import-untyped]
+
+        auth = get_auth_ctx()
+        if auth is not None:
+            return CallContext(server_user=auth.user, on_server=True)
+        return CallContext(on_server=True)
+    return CallContext()
+
+
+def _settings_of(source: MemorySettings | Policy | None) -> MemorySettings:
+    if source is None:
+        return MemorySettings()
+    if isinstance(source, Policy):
+        return source.memory
+    if isinstance(source, MemorySettings):
+        return source
+    raise ConfigurationError("settings must be a Policy or MemorySettings")
+
+
+class GuardedStore(BaseStore):
+    """Compile a graph with it (`graph.compile(store=GuardedStore(...))`, or return it from a
+    `langgraph.json` store factory) and every node and tool sees only the memory of the
+    principal it runs for.
+
+    `identity` decides who that is (default `FromContext()`; use `FromServerAuth()` behind a
+    LangGraph server). `audit` receives one event per read and write (e.g. a guard's
+    `record_event`); `settings` is a `Policy` or its `memory` section.
+    """
+
+    agentguard_scoped = True
+
+    def __init__(
+        self,
+        store: BaseStore,
+        *,
+        identity: IdentitySource | None = None,
+        settings: MemorySettings | Policy | None = None,
+        audit: AuditWriter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(store, BaseStore):
+            raise ConfigurationError("GuardedStore needs a langgraph BaseStore")
+        if getattr(store, "agentguard_scoped", False):
+            raise ConfigurationError("this store is already scoped; do not scope it twice")
+        identity = identity if identity is not None else FromContext()
+        if not isinstance(identity, IdentitySource):
+            raise ConfigurationError("identity must be an IdentitySource (e.g. FromServerAuth())")
+        self._store = store
+        self._identity = identity
+        self._settings = _settings_of(settings)
+        self._audit = audit
+        self._clock = clock
+
+    @property
+    def inner(self) -> BaseStore:
+        return self._store
+
+    @property
+    def settings(self) -> MemorySettings:
+        return self._settings
+
+    @property
+    def supports_ttl(self) -> bool:  # type: ignore[override]
+        return self._store.supports_ttl
+
+    @property
+    def ttl_config(self) -> TTLConfig | None:  # type: ignore[override]
+        return self._store.ttl_config
+
+    def scoped(self, ctx: CallContext | None = None) -> ScopedStore:
+        """The view for the principal of `ctx` (default: the current call); raises
+        `IdentityError` when nobody trusted can be named."""
+        ctx = ctx if ctx is not None else current_call_context()
+        principal = self._identity.resolve(ctx)
+        return ScopedStore(
+            self._store,
+            principal,
+            settings=self._settings,
+            audit=self._audit,
+            context=ctx,
+            clock=self._clock,
+        )
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        return self.scoped().batch(ops)
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        return await self.scoped().abatch(ops)
+
+    def __getattr__(self, name: str) -> Any:
+        # Lifecycle helpers of the backend (setup, TTL sweepers) stay reachable; data access
+        # does not, because it only exists through `batch`.
+        if name in ("setup", "asetup", "start_ttl_sweeper", "stop_ttl_sweeper", "sweep_ttl"):
+            return getattr(self._store, name)
+        raise AttributeError(name)
