@@ -138,6 +138,18 @@ def _current_runtime(config: RunnableConfig | None) -> Any:
         return None
 
 
+def _declared_args(tool: BaseTool) -> set[str]:
+    """Every parameter the tool takes, including injected ones (`tool.args` leaves those out)."""
+    try:
+        schema = tool.get_input_schema()
+    except Exception:
+        schema = None
+    fields = getattr(schema, "model_fields", None)
+    if isinstance(fields, dict):
+        return set(fields)
+    return set(getattr(tool, "args", {}) or {})
+
+
 class GuardedTool(BaseTool):
     """A LangChain tool whose every invocation passes the guard first.
 
@@ -176,7 +188,7 @@ class GuardedTool(BaseTool):
         compiled = self.guard.compile(self.inner)
         if isinstance(raw, dict) and compiled is not None:  # no policy: the guard refuses anyway
             visible = set(compiled.schema.get("properties", {}))
-            declared = set(getattr(self.inner, "args", {}) or {})
+            declared = _declared_args(self.inner)
             hidden = declared - visible
             injected = {k: v for k, v in raw.items() if k in hidden}
             raw = {k: v for k, v in raw.items() if k not in hidden}
