@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/approval_overhead.py
 	$(BIN)/python benchmarks/content_overhead.py
 	$(BIN)/python benchmarks/injection_detection.py
+	$(BIN)/python benchmarks/memory_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.store.base import BaseStore, Op, Result, TTLConfig
 
 from agentguard.errors import ConfigurationError
@@ -23,12 +24,7 @@ from agentguard.policy.model import MemorySettings, Policy
 
 def current_call_context() -> CallContext:
     """What is known, right now, about who the current operation runs for."""
-    try:
-        from langgraph.config import get_config
-
-        config = get_config()
-    except RuntimeError:  # not inside a runnable
-        config = None
+    config = var_child_runnable_config.get()  # what `get_config()` reads, without raising
     if config is not None:
         runtime = (config.get("configurable") or {}).get("__pregel_runtime")
         return CallContext.from_langgraph(runtime, config=config)

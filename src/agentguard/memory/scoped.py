@@ -17,6 +17,7 @@ and every value in or out is a private copy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import time
@@ -26,11 +27,13 @@ from datetime import datetime, timezone
 from typing import Any, Literal, cast, get_args
 
 from langgraph.store.base import (
+    NOT_PROVIDED,
     BaseStore,
     GetOp,
     Item,
     ListNamespacesOp,
     MatchCondition,
+    NotProvided,
     Op,
     PutOp,
     Result,
@@ -81,11 +84,18 @@ def tenant_base(prefix: str, tenant: str) -> tuple[str, ...]:
 
 def scope_bases(prefix: str, principal: Principal) -> dict[str, tuple[str, ...]]:
     """The physical namespace under which each of the principal's scopes lives."""
-    tenant = tenant_base(prefix, principal.tenant)
-    bases = {"user": (*tenant, "u", encode_ident(principal.user)), "tenant": (*tenant, "all")}
-    if principal.team is not None:
-        bases["team"] = (*tenant, "team", encode_ident(principal.team))
-    return bases
+    return dict(_bases(prefix, principal.tenant, principal.user, principal.team))
+
+
+@functools.lru_cache(maxsize=4096)
+def _bases(
+    prefix: str, tenant_id: str, user: str, team: str | None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    tenant = tenant_base(prefix, tenant_id)
+    bases = [("user", (*tenant, "u", encode_ident(user))), ("tenant", (*tenant, "all"))]
+    if team is not None:
+        bases.append(("team", (*tenant, "team", encode_ident(team))))
+    return tuple(bases)
 
 
 def scope_of(prefix: str, namespace: tuple[str, ...]) -> Scope | None:
@@ -179,6 +189,16 @@ def _copy_json(value: Any) -> Any:
     return value
 
 
+def _retention_seconds(settings: MemorySettings) -> dict[str, float]:
+    if not settings.retention_days:
+        return {}
+    return {s: d * 86400.0 for s, d in settings.retention_days.items()}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 def timestamp_of(moment: datetime) -> float:
     """Seconds since the epoch; a naive time from a backend is UTC."""
     if moment.tzinfo is None:
@@ -200,6 +220,25 @@ class _Step:
     limit: int = 0
     offset: int = 0
     ready: Any = None  # answer computed without the backend (InMemoryStore listing)
+
+
+@functools.lru_cache(maxsize=64)
+def _hands_out_fresh_values(store_type: type) -> bool:
+    """SQL stores decode a new value on every read; only those may skip the defensive copy."""
+    fresh: list[type] = []
+    try:
+        from langgraph.store.sqlite.base import BaseSqliteStore
+
+        fresh.append(BaseSqliteStore)
+    except ImportError:  # pragma: no cover - optional backend
+        pass
+    try:
+        from langgraph.store.postgres.base import BasePostgresStore
+
+        fresh.append(BasePostgresStore)
+    except ImportError:  # pragma: no cover - optional backend
+        pass
+    return issubclass(store_type, tuple(fresh))
 
 
 class ScopedStore(BaseStore):
@@ -236,15 +275,14 @@ class ScopedStore(BaseStore):
         self._principal = principal
         self._settings = settings
         self._bases = scope_bases(settings.prefix, principal)
-        self._retention: dict[str, float] = {
-            s: d * 86400.0 for s, d in settings.retention_days.items()
-        }
+        self._retention = _retention_seconds(settings)
         self._audit = audit if settings.audit != "none" else None
         self._audit_reads = settings.audit == "all"
         self._context = context
         self._call_id = call_id
         self._clock = clock
         self._in_memory = isinstance(store, InMemoryStore)
+        self._copy = _copy_json if not _hands_out_fresh_values(type(store)) else _same
 
     @property
     def principal(self) -> Principal:
@@ -418,30 +456,30 @@ class ScopedStore(BaseStore):
     def _alive(self, item: Item, cutoff: float | None) -> bool:
         return cutoff is None or timestamp_of(item.updated_at) >= cutoff
 
+    def _got(self, scope: str, logical: tuple[str, ...], key: str, item: Any) -> Item | None:
+        """A backend's answer to one get, as the caller may see it."""
+        physical = self._bases[scope] + logical[1:]
+        if not isinstance(item, Item) or tuple(item.namespace) != physical or item.key != key:
+            self._note(scope, logical, key, "get", "miss")
+            return None  # also: a backend answering for another namespace
+        if not self._alive(item, self._cutoff(scope)):
+            self._note(scope, logical, key, "get", "expired")
+            return None
+        self._note(scope, logical, key, "get", "hit", 1)
+        return Item(
+            value=self._copy(item.value),
+            key=key,
+            namespace=logical,
+            created_at=item.created_at,
+            updated_at=item.updated_at,
+        )
+
     def _answer(self, step: _Step, results: list[Result]) -> Result:
         if step.kind in ("put", "delete"):
             return None
         if step.kind == "get":
-            item = results[step.slots[0]]
-            physical = self._bases[step.scope] + step.logical[1:]
-            if (
-                not isinstance(item, Item)
-                or tuple(item.namespace) != physical
-                or item.key != step.key
-            ):
-                self._note_read(step, "miss")
-                return None  # also: a backend answering for another namespace
-            if not self._alive(item, step.cutoffs[0]):
-                self._note_read(step, "expired")
-                return None
-            self._note_read(step, "hit", count=1)
-            return Item(
-                value=_copy_json(item.value),
-                key=item.key,
-                namespace=step.logical,
-                created_at=item.created_at,
-                updated_at=item.updated_at,
-            )
+            assert step.key is not None
+            return self._got(step.scope, step.logical, step.key, results[step.slots[0]])
         if step.kind == "search":
             scope, base = step.bases[0]
             out: list[SearchItem] = []
@@ -513,6 +551,18 @@ class ScopedStore(BaseStore):
         if self._audit is not None and self._audit_reads:
             self._event(step.kind, step.scope, step.logical, step.key, result, count=count)
 
+    def _note(
+        self,
+        scope: str,
+        logical: tuple[str, ...],
+        key: str,
+        kind: str,
+        result: str,
+        count: int | None = None,
+    ) -> None:
+        if self._audit is not None and (self._audit_reads or kind != "get"):
+            self._event(kind, scope, logical, key, result, count=count)
+
     def _note_writes(self, steps: list[_Step]) -> None:
         """Written down before the backend is touched: nothing changes unrecorded."""
         if self._audit is None:
@@ -521,14 +571,20 @@ class ScopedStore(BaseStore):
             if step.kind in ("put", "delete"):
                 self._event(step.kind, step.scope, step.logical, step.key, step.kind)
 
-    def _refused(self, op: Op, exc: ScopeError) -> None:
+    def _refused(self, kind: str, namespace: Any, exc: ScopeError) -> None:
         if self._audit is None:
             return
-        namespace = getattr(op, "namespace", None) or getattr(op, "namespace_prefix", None)
         scope = namespace[0] if isinstance(namespace, tuple) and namespace else None
-        kind = {GetOp: "get", PutOp: "put", SearchOp: "search"}.get(type(op), "list")
         shown = scope if isinstance(scope, str) and scope in SCOPES else "?"
         self._event(kind, shown, (), None, "refused", reason=str(exc)[:200])
+
+    def _refused_op(self, op: Op, exc: ScopeError) -> None:
+        namespace = getattr(op, "namespace", None) or getattr(op, "namespace_prefix", None)
+        if isinstance(op, PutOp):
+            kind = "put" if op.value is not None else "delete"
+        else:
+            kind = {GetOp: "get", SearchOp: "search"}.get(type(op), "list")
+        self._refused(kind, namespace, exc)
 
     def _prepare(self, ops: Iterable[Op]) -> tuple[list[_Step], list[Op]]:
         calls: list[Op] = []
@@ -537,12 +593,96 @@ class ScopedStore(BaseStore):
             try:
                 steps.append(self._plan(op, calls))
             except ScopeError as exc:
-                self._refused(op, exc)
+                self._refused_op(op, exc)
                 raise
         self._note_writes(steps)
         return steps, calls
 
     # ----------------------------------------------------------------- BaseStore
+
+    # The single-item calls skip the batch planner: they are the hot path of tool memory.
+
+    def _checked(
+        self, kind: str, namespace: Any, key: Any
+    ) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+        try:
+            scope, physical, logical = self._split(namespace, "namespace")
+            return scope, physical, logical, _check_key(key)
+        except ScopeError as exc:
+            self._refused(kind, namespace, exc)
+            raise
+
+    def _put_args(
+        self, scope: str, logical: tuple[str, ...], key: str, value: Any, ttl: Any
+    ) -> tuple[dict[str, Any], float | None]:
+        try:
+            data = copy_value(value)
+            if ttl is NOT_PROVIDED:
+                ttl = (self._store.ttl_config or {}).get("default_ttl")
+            return data, self._ttl(scope, ttl)
+        except ScopeError as exc:
+            self._refused("put", logical, exc)
+            raise
+
+    def get(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        scope, physical, logical, key = self._checked("get", namespace, key)
+        refresh = False if scope in self._retention else refresh_ttl
+        return self._got(scope, logical, key, self._store.get(physical, key, refresh_ttl=refresh))
+
+    async def aget(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        scope, physical, logical, key = self._checked("get", namespace, key)
+        refresh = False if scope in self._retention else refresh_ttl
+        op = GetOp(physical, key, True if refresh is None else refresh)
+        found = await self._inner_abatch([op])
+        return self._got(scope, logical, key, found[0])
+
+    def put(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: Mapping[str, Any],
+        index: Literal[False] | list[str] | None = None,
+        *,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
+    ) -> None:
+        scope, physical, logical, key = self._checked("put", namespace, key)
+        data, minutes = self._put_args(scope, logical, key, value, ttl)
+        self._note(scope, logical, key, "put", "put")
+        self._store.batch([PutOp(physical, key, data, index=index, ttl=minutes)])
+
+    async def aput(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: Mapping[str, Any],
+        index: Literal[False] | list[str] | None = None,
+        *,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
+    ) -> None:
+        scope, physical, logical, key = self._checked("put", namespace, key)
+        data, minutes = self._put_args(scope, logical, key, value, ttl)
+        self._note(scope, logical, key, "put", "put")
+        await self._inner_abatch([PutOp(physical, key, data, index=index, ttl=minutes)])
+
+    def delete(self, namespace: tuple[str, ...], key: str) -> None:
+        scope, physical, logical, key = self._checked("delete", namespace, key)
+        self._note(scope, logical, key, "delete", "delete")
+        self._store.batch([PutOp(physical, key, None)])
+
+    async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
+        scope, physical, logical, key = self._checked("delete", namespace, key)
+        self._note(scope, logical, key, "delete", "delete")
+        await self._inner_abatch([PutOp(physical, key, None)])
+
+    async def _inner_abatch(self, calls: list[Op]) -> list[Result]:
+        try:
+            return await self._store.abatch(calls)
+        except NotImplementedError:  # sync-only stores, e.g. SqliteStore
+            return await asyncio.to_thread(self._store.batch, calls)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         steps, calls = self._prepare(ops)
@@ -551,10 +691,5 @@ class ScopedStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         steps, calls = self._prepare(ops)
-        results: list[Result] = []
-        if calls:
-            try:
-                results = await self._store.abatch(calls)
-            except NotImplementedError:  # sync-only stores, e.g. SqliteStore
-                results = await asyncio.to_thread(self._store.batch, calls)
+        results = await self._inner_abatch(calls) if calls else []
         return [self._answer(step, results) for step in steps]
