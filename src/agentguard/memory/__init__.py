@@ -3,13 +3,16 @@
 from agentguard.memory.guarded import GuardedStore, current_call_context
 from agentguard.memory.retention import RetentionSweeper, erase_memory, sweep_expired
 from agentguard.memory.scoped import Scope, ScopedStore, ScopeError, encode_ident
+from agentguard.memory.threads import OwnedCheckpointer, ThreadAccessError
 
 __all__ = [
     "GuardedStore",
+    "OwnedCheckpointer",
     "RetentionSweeper",
     "Scope",
     "ScopeError",
     "ScopedStore",
+    "ThreadAccessError",
     "current_call_context",
     "encode_ident",
     "erase_memory",
