@@ -14,9 +14,16 @@ walk-through: docs/studio.md. Make an answer with `sign_answer(...)`, or from a 
 
     python examples/studio_graphs.py sign <thread_id> approve      # prints the resume value
 
+Memory: `remember` and `recall` keep notes in the acting user's own memory (`("user",
+"notes")`) through LangGraph's store injection (`ToolRuntime.store`). The server's store is
+`examples/studio_store.py`, a `GuardedStore` scoped per operation to the user the auth handler
+authenticated, so a note written in a run is the one the same user reads through the server's
+HTTP store API, and nobody else's.
+
 The chat model is offline and deterministic: a user message `call <tool> <json-args>` (for
-example `call get_contact {"contact_id": "c-101"}`) becomes that tool call; after a tool result
-it answers `tool said: <content>`. Swap in a real chat model to use Studio interactively.
+example `call get_contact {"contact_id": "c-101"}` or `call remember {"note": "..."}`) becomes
+that tool call; after a tool result it answers `tool said: <content>`. Swap in a real chat
+model to use Studio interactively.
 The graphs are compiled without a checkpointer or store: the server provides them.
 """
 
@@ -27,19 +34,23 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from langchain.agents import create_agent
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import BaseTool, tool
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import tools_condition
+from langgraph.prebuilt import ToolRuntime, tools_condition
+from langgraph.store.base import BaseStore
 
 from agentguard import Guard, GuardedModelNode, GuardedToolNode
 from agentguard import args_digest as digest
@@ -51,6 +62,8 @@ from agentguard.approvals.assertions import (
     DecisionKind,
 )
 from agentguard.approvals.gate import Approvals
+from agentguard.audit import AuditLog
+from agentguard.audit.defaults import default_audit_log
 from agentguard.demo import crm
 from agentguard.identity import FromServerAuth, IdentitySource
 from agentguard.integrations.langchain import GuardMiddleware
@@ -195,42 +208,106 @@ def sign_answer(
     return answer
 
 
+# -- memory tools: the acting user's notes, through store injection -------------------------
+
+NOTES = ("user", "notes")  # scope label first: the store maps it to this user's own memory
+
+
+def _memory(runtime: ToolRuntime) -> BaseStore:
+    if runtime.store is None:
+        raise RuntimeError("no memory store: serve the graph with the store in langgraph.json")
+    return runtime.store
+
+
+@tool
+def remember(note: str, runtime: ToolRuntime) -> str:
+    """Remember a note for the user; only they can read it back."""
+    key = uuid4().hex
+    _memory(runtime).put(NOTES, key, {"note": note})
+    return f"remembered ({key})"
+
+
+@tool
+def recall(runtime: ToolRuntime) -> str:
+    """The user's notes, newest first."""
+    items = _memory(runtime).search(NOTES, limit=20)
+    items.sort(key=lambda item: item.updated_at, reverse=True)
+    return "\n".join(str(item.value.get("note")) for item in items) or "no notes"
+
+
+def all_tools() -> list[BaseTool]:
+    """The demo CRM tools and the two memory tools."""
+    return [*crm.all_tools(), remember, recall]
+
+
 # -- the graphs ----------------------------------------------------------------------------
 
 
 def _policy() -> Policy:
-    """The demo CRM policy, with `send_email` needing the acting user's confirmation."""
+    """The demo CRM policy, with `send_email` needing the acting user's confirmation, and
+    entries for the memory tools (a tool without one is refused)."""
     text = resources.files("agentguard.demo").joinpath("policy.yaml").read_text(encoding="utf-8")
     data = parse_policy_text(text)
     data["version"] = f"{data['version']}+studio"
     data["tools"]["send_email"]["confirmation"] = "confirm"
+    data["tools"]["remember"] = {
+        "description": "Writes a note to the acting user's own memory.",
+        "risk": "low",
+        "args": {"note": {"max_length": 500}},
+    }
+    data["tools"]["recall"] = {"description": "Reads the acting user's notes.", "risk": "low"}
     return load_policy(data)
+
+
+def _shared_audit() -> AuditLog:
+    """One audit log per process, for every guard here and for the memory store.
+
+    A second `AuditLog` on the same SQLite file (with `AGENTGUARD_AUDIT_KEY` set) would fork
+    the hash chain, and the file refuses the second writer. `langgraph dev` imports this file
+    twice: once through `studio_store.py` (the store factory, loaded first) and once for the
+    graphs, under another module name; the second copy takes the first one's log.
+    """
+    here = Path(__file__).resolve()
+    for module in list(sys.modules.values()):
+        log_ = getattr(module, "AUDIT", None)
+        file = getattr(module, "__file__", None)
+        if isinstance(log_, AuditLog) and file and Path(file).resolve() == here:
+            return log_
+    return default_audit_log()
 
 
 POLICY = _policy()
 APPROVALS = _approvals()
+AUDIT = _shared_audit()
+
+
+def record_memory_event(fields: dict[str, Any]) -> None:
+    """The memory store's audit writer: its events join the guards' hash chain."""
+    AUDIT.append_fields(fields)
 
 
 def _guard(identity: IdentitySource | None) -> Guard:
-    """Audit defaults to in-memory; approvals are signed-only (production mode)."""
+    """Audit: `AUDIT` (in memory unless `AGENTGUARD_AUDIT_KEY` is set); approvals are
+    signed-only (production mode)."""
     return Guard(
         POLICY,
         identity=identity,
         resources={"contact": crm.contact_owner},
         approvals=APPROVALS,
+        audit=AUDIT,
     )
 
 
 def build_agent(identity: IdentitySource | None) -> Any:
-    """A `create_agent` graph over the demo CRM tools."""
+    """A `create_agent` graph over the demo CRM tools and the memory tools."""
     guard = _guard(identity)
-    return create_agent(CommandChatModel(), crm.all_tools(), middleware=[GuardMiddleware(guard)])
+    return create_agent(CommandChatModel(), all_tools(), middleware=[GuardMiddleware(guard)])
 
 
 def build_toolnode_agent(identity: IdentitySource | None) -> Any:
     """The same agent, hand-built: model node -> guarded tool node -> model node."""
     guard = _guard(identity)
-    tools = crm.all_tools()
+    tools = all_tools()
     builder = StateGraph(MessagesState)
     builder.add_node("model", GuardedModelNode(CommandChatModel(), tools, guard=guard))
     builder.add_node("tools", GuardedToolNode(tools, guard=guard))

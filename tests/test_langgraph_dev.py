@@ -1,10 +1,11 @@
 """agentguard behind a real `langgraph dev` server (offline, in-memory runtime).
 
 Starts `langgraph dev` from the repository root with `langgraph.json` (graphs in
-`examples/studio_graphs.py`, demo auth in `examples/studio_auth.py`) and drives it with
-`langgraph_sdk`. Identity must come from the server's auth handler, never from the run
-`context` the client writes. A call that needs approval pauses the run with an interrupt;
-only an answer with a signed approval assertion resumes it.
+`examples/studio_graphs.py`, demo auth in `examples/studio_auth.py`, memory store in
+`examples/studio_store.py`) and drives it with `langgraph_sdk`. Identity must come from the
+server's auth handler, never from the run `context` the client writes. A call that needs
+approval pauses the run with an interrupt; only an answer with a signed approval assertion
+resumes it. Memory is scoped to the authenticated user, on the HTTP store API and in runs.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -35,8 +38,10 @@ from langgraph_sdk.errors import APIStatusError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("langgraph")
-ALICE = "alice-demo-token"
-DANA = "dana-demo-token"
+ALICE = "alice-demo-token"  # acme, team sales
+BOB = "bob-demo-token"  # acme, team sales: alice's teammate
+DANA = "dana-demo-token"  # globex
+ALICE_GLOBEX = "alice-globex-demo-token"  # another user called alice, in globex
 START_TIMEOUT = 60.0
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 API_LINE = re.compile(r"API:\s*http://127\.0\.0\.1:(\d+)")
@@ -60,7 +65,7 @@ def _server_env(approvals_path: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("LANGSMITH_", "LANGCHAIN_", "AGENTGUARD_AUDIT"))
+        if not k.startswith(("LANGSMITH_", "LANGCHAIN_", "AGENTGUARD_AUDIT", "AGENTGUARD_STORE"))
         and k != "LANGGRAPH_API_KEY"
     }
     env.update(
@@ -118,12 +123,12 @@ def studio(approvals_path: Path) -> Iterator[ModuleType]:
     yield module
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, approvals_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def _langgraph_dev(log: Path, env: dict[str, str]) -> Iterator[str]:
+    """`langgraph dev` from the repository root; yields its base URL, stops it on exit."""
     if not CLI.exists():
         pytest.fail(f"{CLI} not installed: run `make test` (dev extra langgraph-cli[inmem])")
     had_state_dir = STATE_DIR.exists()
-    log = tmp_path_factory.mktemp("langgraph_dev") / "server.log"
     port = _free_port()
     cmd = [
         str(CLI),
@@ -139,7 +144,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, approvals_path: Path) -> It
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
-            env=_server_env(approvals_path),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -169,6 +174,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, approvals_path: Path) -> It
         if not had_state_dir:
             shutil.rmtree(STATE_DIR, ignore_errors=True)
         assert not _listening(actual), f"something still listens on port {actual}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, approvals_path: Path) -> Iterator[str]:
+    """The repository's `langgraph.json`, memory in the store factory's default InMemoryStore."""
+    log = tmp_path_factory.mktemp("langgraph_dev") / "server.log"
+    with _langgraph_dev(log, _server_env(approvals_path)) as url:
+        yield url
 
 
 def _run(
@@ -409,3 +422,228 @@ def test_answer_that_does_not_count_leaves_the_call_pending(
     answer = _as_alice(studio, request, "approve")
     tool = _tool_message(_resume(client, thread_id, graph, pending["id"], answer))
     assert tool["status"] == "success" and tool["content"].endswith(EMAIL["to"])
+
+
+# -- memory: the store factory scopes every operation to the authenticated user ------------
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _item(client: SyncLangGraphClient, namespace: list[str], key: str) -> Any:
+    item = client.store.get_item(namespace, key)
+    return None if item is None else item["value"]
+
+
+def _found(client: SyncLangGraphClient, prefix: list[str]) -> list[tuple[tuple[str, ...], Any]]:
+    items = client.store.search_items(prefix, limit=100)["items"]
+    return [(tuple(i["namespace"]), i["value"]) for i in items]
+
+
+def _namespaces(client: SyncLangGraphClient) -> set[tuple[str, ...]]:
+    return {tuple(ns) for ns in client.store.list_namespaces(limit=1000)["namespaces"]}
+
+
+def _notes(client: SyncLangGraphClient) -> list[str]:
+    return [value["note"] for _, value in _found(client, ["user", "notes"])]
+
+
+def _remember(client: SyncLangGraphClient, graph: str, note: str, **forged: Any) -> tuple[str, Any]:
+    """A run that calls `remember`; (thread id, what `runs.wait` returned)."""
+    thread_id = client.threads.create()["thread_id"]
+    ask: Any = {
+        "messages": [{"role": "user", "content": f"call remember {json.dumps({'note': note})}"}]
+    }
+    return thread_id, client.runs.wait(thread_id, graph, input=ask, raise_error=False, **forged)
+
+
+def test_store_api_keeps_tenants_apart(server: str) -> None:
+    alice, dana = _client(server, ALICE), _client(server, DANA)
+    prefs, faq = ["user", f"prefs-{_uid()}"], ["tenant", f"faq-{_uid()}"]
+    for client, who in ((alice, "alice"), (dana, "dana")):
+        client.store.put_item(prefs, "lang", {"by": who})
+        client.store.put_item(faq, "hours", {"by": who})
+    for client, who, other in ((alice, "alice", "dana"), (dana, "dana", "alice")):
+        # same namespaces, same keys: each reads back only their own
+        assert _item(client, prefs, "lang") == {"by": who}
+        assert _item(client, faq, "hours") == {"by": who}
+        found = _found(client, [prefs[0]]) + _found(client, [faq[0]])
+        assert (tuple(prefs), {"by": who}) in found and (tuple(faq), {"by": who}) in found
+        assert {"by": other} not in [value for _, value in found]
+        # the logical namespace comes back, never the physical tenant/user prefix
+        assert {tuple(prefs), tuple(faq)} <= _namespaces(client)
+        assert all(ns[0] in ("user", "team", "tenant") for ns in _namespaces(client))
+    # deleting is scoped too: dana's delete leaves alice's item alone
+    dana.store.delete_item(prefs, "lang")
+    assert _item(dana, prefs, "lang") is None
+    assert _item(alice, prefs, "lang") == {"by": "alice"}
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_note_from_a_run_is_read_through_the_store_api(server: str, graph: str) -> None:
+    alice, dana, bob = _client(server, ALICE), _client(server, DANA), _client(server, BOB)
+    note = f"alice prefers tea {_uid()}"
+    thread_id, _ = _remember(alice, graph, note)
+    tool = _tool_message(_messages(alice, thread_id))
+    assert tool["status"] == "success" and tool["content"].startswith("remembered ("), tool
+    # one scope from both doors: the run's store and the HTTP store API
+    assert note in _notes(alice)
+    assert note not in _notes(dana) and note not in _notes(bob)
+    # and back into a run: `recall` reads the same memory, for alice only
+    for client, sees in ((alice, True), (bob, False)):
+        thread = client.threads.create()["thread_id"]
+        ask: Any = {"messages": [{"role": "user", "content": "call recall"}]}
+        client.runs.wait(thread, graph, input=ask)
+        recalled = _tool_message(_messages(client, thread))
+        assert recalled["status"] == "success"
+        assert (note in recalled["content"]) is sees, recalled
+
+
+FORGED_USER = {
+    "identity": "dana",
+    "tenant": "globex",
+    "team": "ops",
+    "role": "admin",
+    "permissions": ["contacts:read"],
+}
+FORGED_PRINCIPAL = {"tenant": "globex", "user": "dana", "role": "admin", "team": "ops"}
+FORGERIES: dict[str, dict[str, Any]] = {
+    "context": {
+        "context": {
+            "principal": FORGED_PRINCIPAL,
+            "langgraph_auth_user": FORGED_USER,
+            "langgraph_auth_user_id": "dana",
+        }
+    },
+    "config": {
+        "config": {
+            "configurable": {"langgraph_auth_user": FORGED_USER, "langgraph_auth_user_id": "dana"}
+        }
+    },
+    "context+config": {
+        "context": {"principal": FORGED_PRINCIPAL},
+        "config": {"configurable": {"langgraph_auth_user": FORGED_USER}},
+    },
+    # not a reserved key the server strips: Pregel reads it as the run's runtime, and fails
+    "context-runtime": {"context": {"__pregel_runtime": {"server_info": {"user": FORGED_USER}}}},
+}
+
+
+@pytest.mark.parametrize("forged", FORGERIES.values(), ids=FORGERIES.keys())
+def test_forged_identity_changes_nothing(server: str, forged: dict[str, Any]) -> None:
+    """The server strips `langgraph_auth_user` from a client's `context` and `config` (and
+    sets its own); a `principal` in `context` is ignored by `FromServerAuth`."""
+    alice, dana = _client(server, ALICE), _client(server, DANA)
+    note = f"forged {_uid()}"
+    thread_id, out = _remember(alice, "server_agent", note, **forged)
+    assert note not in _notes(dana)
+    assert isinstance(out, dict)
+    if "__error__" in out:  # the run failed before any node ran: nothing was written
+        assert "__pregel_runtime" in json.dumps(forged), out  # only that one breaks the run
+        assert note not in _notes(alice)
+        assert not alice.threads.get_state(thread_id)["values"]  # not even the input
+    else:
+        assert _tool_message(_messages(alice, thread_id))["status"] == "success"
+        assert note in _notes(alice)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.store.put_item(["prefs"], "k", {"x": 1}),
+        lambda c: c.store.put_item(["agentguard", "t", "globex", "all"], "k", {"x": 1}),
+        lambda c: c.store.get_item(["agentguard", "t", "globex", "u", "dana", "prefs"], "lang"),
+        lambda c: c.store.search_items(["agentguard"]),
+        lambda c: c.store.list_namespaces(prefix=["agentguard", "t"]),
+        lambda c: c.store.delete_item(["notes"], "k"),
+    ],
+    ids=["put", "put-physical", "get-physical", "search-physical", "list-physical", "delete"],
+)
+def test_namespace_without_scope_is_403(server: str, call: Any) -> None:
+    with pytest.raises(APIStatusError) as info:
+        call(_client(server, ALICE))
+    assert info.value.status_code == 403
+    assert "starts with its scope" in info.value.response.text
+
+
+def test_teammate_shares_team_and_tenant_memory_not_user_memory(server: str) -> None:
+    alice = _client(server, ALICE)
+    diary, playbook, faq = (
+        ["user", f"diary-{_uid()}"],
+        ["team", f"playbook-{_uid()}"],
+        ["tenant", f"faq-{_uid()}"],
+    )
+    for namespace in (diary, playbook, faq):
+        alice.store.put_item(namespace, "k", {"scope": namespace[0]})
+    expected = {
+        BOB: {"user": None, "team": {"scope": "team"}, "tenant": {"scope": "tenant"}},
+        DANA: {"user": None, "team": None, "tenant": None},
+        ALICE_GLOBEX: {"user": None, "team": None, "tenant": None},  # same user id, not alice
+    }
+    for token, sees in expected.items():
+        client = _client(server, token)
+        for namespace in (diary, playbook, faq):
+            assert _item(client, namespace, "k") == sees[namespace[0]], (token, namespace)
+        assert tuple(diary) not in _namespaces(client)
+    # bob writes to the team's memory; alice reads it, dana cannot
+    _client(server, BOB).store.put_item(playbook, "k2", {"by": "bob"})
+    assert _item(alice, playbook, "k2") == {"by": "bob"}
+    assert _item(_client(server, DANA), playbook, "k2") is None
+
+
+@pytest.mark.parametrize("intruder", [BOB, ALICE_GLOBEX], ids=["teammate", "same-id-other-tenant"])
+def test_threads_belong_to_owner_and_tenant(server: str, intruder: str) -> None:
+    alice, other = _client(server, ALICE), _client(server, intruder)
+    thread = alice.threads.create()
+    assert thread["metadata"]["owner"] == "alice" and thread["metadata"]["tenant"] == "acme"
+    thread_id = thread["thread_id"]
+    alice.runs.wait(
+        thread_id, "server_agent", input={"messages": [{"role": "user", "content": "hi"}]}
+    )
+    before = _messages(alice, thread_id)
+    attempts = {
+        "read": lambda: other.threads.get(thread_id),
+        "state": lambda: other.threads.get_state(thread_id),
+        "resume": lambda: other.runs.create(
+            thread_id, "server_agent", input={"messages": [{"role": "user", "content": "x"}]}
+        ),
+        "fork": lambda: other.threads.copy(thread_id),
+        "update_state": lambda: other.threads.update_state(
+            thread_id, {"messages": [{"role": "user", "content": "planted"}]}
+        ),
+    }
+    theirs = {t["thread_id"] for t in other.threads.search(limit=1000)}
+    assert thread_id not in theirs
+    for name, attempt in attempts.items():
+        with pytest.raises(APIStatusError) as info:
+            attempt()
+        # a thread the caller may not read is one that does not exist (copy says 409)
+        assert info.value.status_code in ((409,) if name == "fork" else (403, 404)), name
+    assert {t["thread_id"] for t in other.threads.search(limit=1000)} == theirs  # no fork
+    assert _messages(alice, thread_id) == before
+
+
+def test_sqlite_store_outside_the_project(tmp_path: Path, approvals_path: Path) -> None:
+    """`AGENTGUARD_STORE_PATH` puts memory in SQLite (here under the test's tmp dir: a file
+    inside the project would make `langgraph dev` reload); rows land under each caller's own
+    physical prefix, whatever namespace the client named."""
+    db = tmp_path / "memory.sqlite3"
+    env = {**_server_env(approvals_path), "AGENTGUARD_STORE_PATH": str(db)}
+    with _langgraph_dev(tmp_path / "server.log", env) as url:
+        alice, dana = _client(url, ALICE), _client(url, DANA)
+        for client, who in ((alice, "alice"), (dana, "dana")):
+            client.store.put_item(["user", "prefs"], "lang", {"by": who})
+        note = f"kept on disk {_uid()}"
+        thread_id, _ = _remember(alice, "server_agent", note)
+        assert _tool_message(_messages(alice, thread_id))["status"] == "success"
+        assert _item(alice, ["user", "prefs"], "lang") == {"by": "alice"}
+        assert _item(dana, ["user", "prefs"], "lang") == {"by": "dana"}
+        assert _notes(alice) == [note] and _notes(dana) == []
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT prefix, key FROM store").fetchall()
+    assert sorted(prefix for prefix, _ in rows) == [
+        "agentguard.t.acme.u.alice.notes",
+        "agentguard.t.acme.u.alice.prefs",
+        "agentguard.t.globex.u.dana.prefs",
+    ]

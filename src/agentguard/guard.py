@@ -662,6 +662,7 @@ class Guard:
             audit=self.record_event,
             context=ctx,
             call_id=_clip_key(call_id) if call_id is not None else None,
+            blocking=self.blocking,
         )
 
     def record_event(self, fields: dict[str, Any]) -> None:

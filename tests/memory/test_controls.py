@@ -479,3 +479,51 @@ def test_a_store_that_is_already_scoped_is_passed_on_as_it_is() -> None:
     assert [it.value for it in backend.search(("agentguard", "t", "acme", "u", "alice"))] == [
         {"note": "buy milk"}
     ]
+
+
+async def test_async_memory_keeps_a_blocking_audit_log_off_the_event_loop(tmp_path: Path) -> None:
+    """LangGraph servers refuse blocking calls on the loop (blockbuster): a SQLite audit log
+    must be written from a worker thread, with the caller's identity still known there."""
+    from blockbuster import blockbuster_ctx
+
+    from agentguard.audit import AuditLog, SqliteSink
+
+    guard = Guard(MEMORY_POLICY, audit=AuditLog(SqliteSink(tmp_path / "audit.sqlite3"), b"k" * 32))
+    assert guard.blocking
+    store = GuardedStore(InMemoryStore(), settings=guard.policy, audit=guard.record_event)
+    with acting_for(ALICE), blockbuster_ctx():
+        await store.aput(("user", "n"), "k", {"v": 1})
+        got = await store.aget(("user", "n"), "k")
+        assert got is not None and got.value == {"v": 1}
+        assert len(await store.asearch(("user",))) == 1
+        await store.adelete(("user", "n"), "k")
+    assert [e.summary["op"] for e in _memory_events(guard)] == ["put", "get", "search", "delete"]
+
+
+def test_a_server_request_with_a_partial_config_still_uses_the_authenticated_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server with a custom `http.app` sets a runnable config on every request that names no
+    user; the auth handler's user is then taken from the server's auth context."""
+    import sys
+    import types
+
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    from agentguard import FromServerAuth
+    from agentguard.memory import current_call_context
+
+    user = {"identity": "alice", "tenant": "acme", "role": "employee"}
+    utils = types.ModuleType("langgraph_api.utils")
+    utils.get_auth_ctx = lambda: types.SimpleNamespace(user=user)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "langgraph_api", types.ModuleType("langgraph_api"))
+    monkeypatch.setitem(sys.modules, "langgraph_api.utils", utils)
+    token = var_child_runnable_config.set({"configurable": {}})
+    try:
+        ctx = current_call_context()
+    finally:
+        var_child_runnable_config.reset(token)
+    assert ctx.on_server and FromServerAuth().resolve(ctx).user == "alice"
+    utils.get_auth_ctx = lambda: None  # type: ignore[attr-defined]
+    with pytest.raises(IdentityError):
+        FromServerAuth().resolve(current_call_context())

@@ -22,20 +22,38 @@ from agentguard.memory.scoped import AuditWriter, ScopedStore
 from agentguard.policy.model import MemorySettings, Policy
 
 
+def _server_auth_context() -> CallContext | None:
+    """The user a LangGraph server's auth handler authenticated for this request, if any."""
+    if "langgraph_api" not in sys.modules:
+        return None
+    from langgraph_api.utils import get_auth_ctx  # type: ignore[import-untyped]
+
+    auth = get_auth_ctx()
+    if auth is None:
+        return CallContext(on_server=True)
+    return CallContext(server_user=auth.user, on_server=True)
+
+
 def current_call_context() -> CallContext:
     """What is known, right now, about who the current operation runs for."""
     config = var_child_runnable_config.get()  # what `get_config()` reads, without raising
     if config is not None:
         runtime = (config.get("configurable") or {}).get("__pregel_runtime")
-        return CallContext.from_langgraph(runtime, config=config)
-    if "langgraph_api" in sys.modules:  # a LangGraph server's HTTP store API
-        from langgraph_api.utils import get_auth_ctx  # type: ignore[import-untyped]
+        ctx = CallContext.from_langgraph(runtime, config=config)
+        if ctx.server_user is None:
+            # A server with a custom `http.app` sets a partial config on every request; the
+            # authenticated user is then only in the server's auth context.
+            server = _server_auth_context()
+            if server is not None and server.server_user is not None:
+                return server
+        return ctx
+    return _server_auth_context() or CallContext()
 
-        auth = get_auth_ctx()
-        if auth is not None:
-            return CallContext(server_user=auth.user, on_server=True)
-        return CallContext(on_server=True)
-    return CallContext()
+
+def _blocks(audit: AuditWriter | None) -> bool:
+    """A guard's `record_event` blocks when its audit log does (SQLite, files)."""
+    owner = getattr(audit, "__self__", None)
+    return bool(getattr(owner, "blocking", False))
 
 
 def _settings_of(source: MemorySettings | Policy | None) -> MemorySettings:
@@ -55,7 +73,10 @@ class GuardedStore(BaseStore):
 
     `identity` decides who that is (default `FromContext()`; use `FromServerAuth()` behind a
     LangGraph server). `audit` receives one event per read and write (e.g. a guard's
-    `record_event`); `settings` is a `Policy` or its `memory` section.
+    `record_event`); `settings` is a `Policy` or its `memory` section. `blocking` says whether
+    an operation may block (a SQLite or file audit log, a sync store): async callers then run
+    it on a worker thread, as LangGraph servers require; by default it follows the guard whose
+    `record_event` is the audit writer.
     """
 
     agentguard_scoped = True
@@ -67,6 +88,7 @@ class GuardedStore(BaseStore):
         identity: IdentitySource | None = None,
         settings: MemorySettings | Policy | None = None,
         audit: AuditWriter | None = None,
+        blocking: bool | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(store, BaseStore):
@@ -80,6 +102,7 @@ class GuardedStore(BaseStore):
         self._identity = identity
         self._settings = _settings_of(settings)
         self._audit = audit
+        self._blocking = _blocks(audit) if blocking is None else blocking
         self._clock = clock
 
     @property
@@ -109,6 +132,7 @@ class GuardedStore(BaseStore):
             settings=self._settings,
             audit=self._audit,
             context=ctx,
+            blocking=self._blocking,
             clock=self._clock,
         )
 

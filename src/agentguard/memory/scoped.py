@@ -260,6 +260,7 @@ class ScopedStore(BaseStore):
         audit: AuditWriter | None = None,
         context: CallContext | None = None,
         call_id: str | None = None,
+        blocking: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(store, BaseStore):
@@ -280,6 +281,7 @@ class ScopedStore(BaseStore):
         self._audit_reads = settings.audit == "all"
         self._context = context
         self._call_id = call_id
+        self._blocking = blocking  # audit or backend may block: async calls go to a thread
         self._clock = clock
         self._in_memory = isinstance(store, InMemoryStore)
         self._copy = _copy_json if not _hands_out_fresh_values(type(store)) else _same
@@ -634,6 +636,8 @@ class ScopedStore(BaseStore):
     async def aget(
         self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
     ) -> Item | None:
+        if self._blocking:
+            return await asyncio.to_thread(self.get, namespace, key, refresh_ttl=refresh_ttl)
         scope, physical, logical, key = self._checked("get", namespace, key)
         refresh = False if scope in self._retention else refresh_ttl
         op = GetOp(physical, key, True if refresh is None else refresh)
@@ -674,6 +678,8 @@ class ScopedStore(BaseStore):
         self._store.batch([PutOp(physical, key, None)])
 
     async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
+        if self._blocking:
+            return await asyncio.to_thread(self.delete, namespace, key)
         scope, physical, logical, key = self._checked("delete", namespace, key)
         self._note(scope, logical, key, "delete", "delete")
         await self._inner_abatch([PutOp(physical, key, None)])
@@ -690,6 +696,8 @@ class ScopedStore(BaseStore):
         return [self._answer(step, results) for step in steps]
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        if self._blocking:
+            return await asyncio.to_thread(self.batch, list(ops))
         steps, calls = self._prepare(ops)
         results = await self._inner_abatch(calls) if calls else []
         return [self._answer(step, results) for step in steps]
