@@ -24,6 +24,7 @@ from langgraph.store.sqlite import SqliteStore
 
 from agentguard import Guard, GuardMiddleware, Principal, acting_for
 from agentguard.errors import IdentityError
+from agentguard.identity import CallContext
 from agentguard.integrations.langgraph import GuardedModelNode, GuardedToolNode
 from agentguard.memory import (
     GuardedStore,
@@ -498,6 +499,20 @@ async def test_async_memory_keeps_a_blocking_audit_log_off_the_event_loop(tmp_pa
         assert len(await store.asearch(("user",))) == 1
         await store.adelete(("user", "n"), "k")
     assert [e.summary["op"] for e in _memory_events(guard)] == ["put", "get", "search", "delete"]
+    # the view a door hands a tool takes the guard's setting
+    mem = guard.memory_for(
+        InMemoryStore(),
+        guard.check(
+            {"name": "remember", "args": {"note": "x"}, "id": "b1"},
+            CallContext(runtime_context={"principal": ALICE}),
+            {"remember": remember},
+        ),
+        CallContext(),
+    )
+    with blockbuster_ctx():
+        await mem.aput(("user", "n"), "k", {"v": 1})
+        assert await mem.aget(("user", "n"), "k") is not None
+        await mem.adelete(("user", "n"), "k")
 
 
 def test_a_server_request_with_a_partial_config_still_uses_the_authenticated_user(

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
-from langgraph.store.base import BaseStore, Op, Result, TTLConfig
+from langgraph.store.base import BaseStore, Op, Result
 
 from agentguard.errors import ConfigurationError
 from agentguard.identity import CallContext, FromContext, IdentitySource
-from agentguard.memory.scoped import AuditWriter, ScopedStore
+from agentguard.memory.scoped import AuditWriter, ScopedStore, StoreView
 from agentguard.policy.model import MemorySettings, Policy
 
 
@@ -66,7 +66,7 @@ def _settings_of(source: MemorySettings | Policy | None) -> MemorySettings:
     raise ConfigurationError("settings must be a Policy or MemorySettings")
 
 
-class GuardedStore(BaseStore):
+class GuardedStore(StoreView):
     """Compile a graph with it (`graph.compile(store=GuardedStore(...))`, or return it from a
     `langgraph.json` store factory) and every node and tool sees only the memory of the
     principal it runs for.
@@ -78,8 +78,6 @@ class GuardedStore(BaseStore):
     it on a worker thread, as LangGraph servers require; by default it follows the guard whose
     `record_event` is the audit writer.
     """
-
-    agentguard_scoped = True
 
     def __init__(
         self,
@@ -108,18 +106,6 @@ class GuardedStore(BaseStore):
     @property
     def inner(self) -> BaseStore:
         return self._store
-
-    @property
-    def settings(self) -> MemorySettings:
-        return self._settings
-
-    @property
-    def supports_ttl(self) -> bool:  # type: ignore[override]
-        return self._store.supports_ttl
-
-    @property
-    def ttl_config(self) -> TTLConfig | None:  # type: ignore[override]
-        return self._store.ttl_config
 
     def scoped(self, ctx: CallContext | None = None) -> ScopedStore:
         """The view for the principal of `ctx` (default: the current call); raises

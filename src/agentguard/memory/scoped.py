@@ -241,15 +241,33 @@ def _hands_out_fresh_values(store_type: type) -> bool:
     return issubclass(store_type, tuple(fresh))
 
 
-class ScopedStore(BaseStore):
+class StoreView(BaseStore):
+    """A store in front of another: TTL support and settings are the backend's and policy's."""
+
+    agentguard_scoped = True  # doors never wrap a store that is already scoped
+    _store: BaseStore
+    _settings: MemorySettings
+
+    @property
+    def settings(self) -> MemorySettings:
+        return self._settings
+
+    @property
+    def supports_ttl(self) -> bool:  # type: ignore[override]
+        return self._store.supports_ttl
+
+    @property
+    def ttl_config(self) -> TTLConfig | None:  # type: ignore[override]
+        return self._store.ttl_config
+
+
+class ScopedStore(StoreView):
     """Memory for one principal: every namespace is prefixed from the trusted principal (never
     from arguments), reads never leave the principal's scopes, and values are private copies.
 
     Tools get it through LangGraph's normal store injection when a guard door runs them; use
     `GuardedStore` to give every node of a graph the same boundaries.
     """
-
-    agentguard_scoped = True  # doors never wrap a store that is already scoped
 
     def __init__(
         self,
@@ -289,18 +307,6 @@ class ScopedStore(BaseStore):
     @property
     def principal(self) -> Principal:
         return self._principal
-
-    @property
-    def settings(self) -> MemorySettings:
-        return self._settings
-
-    @property
-    def supports_ttl(self) -> bool:  # type: ignore[override]
-        return self._store.supports_ttl
-
-    @property
-    def ttl_config(self) -> TTLConfig | None:  # type: ignore[override]
-        return self._store.ttl_config
 
     # ----------------------------------------------------------------- mapping
 
@@ -667,6 +673,8 @@ class ScopedStore(BaseStore):
         *,
         ttl: float | NotProvided | None = NOT_PROVIDED,
     ) -> None:
+        if self._blocking:
+            return await asyncio.to_thread(self.put, namespace, key, value, index, ttl=ttl)
         scope, physical, logical, key = self._checked("put", namespace, key)
         data, minutes = self._put_args(scope, logical, key, value, ttl)
         self._note(scope, logical, key, "put", "put")
