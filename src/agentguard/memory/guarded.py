@@ -24,10 +24,12 @@ from agentguard.policy.model import MemorySettings, Policy
 
 def _server_auth_context() -> CallContext | None:
     """The user a LangGraph server's auth handler authenticated for this request, if any."""
-    if "langgraph_api" not in sys.modules:
+    # Only a running server has loaded its utilities; importing them elsewhere reads the
+    # server's configuration (and fails without it), so never import, only look.
+    utils = sys.modules.get("langgraph_api.utils")
+    get_auth_ctx = getattr(utils, "get_auth_ctx", None)
+    if get_auth_ctx is None:
         return None
-    from langgraph_api.utils import get_auth_ctx  # type: ignore[import-untyped]
-
     auth = get_auth_ctx()
     if auth is None:
         return CallContext(on_server=True)
