@@ -23,7 +23,7 @@ from agentguard.errors import ConfigurationError
 from agentguard.memory.scoped import (
     AuditWriter,
     ScopeError,
-    encode_ident,
+    scope_base,
     scope_of,
     tenant_base,
     timestamp_of,
@@ -159,14 +159,16 @@ def erase_memory(
     named = [x for x in (user is not None, team is not None, tenant) if x]
     if len(named) != 1:
         raise ScopeError("name exactly one of user=, team= or tenant=True")
-    base = tenant_base(settings.prefix, actor.tenant)
     target: Target
     if user is not None:
-        target, ident, physical = "user", user, (*base, "u", encode_ident(user))
+        target, ident = "user", user
+        physical = scope_base(settings.prefix, actor.tenant, "user", user)
     elif team is not None:
-        target, ident, physical = "team", team, (*base, "team", encode_ident(team))
-    else:
-        target, ident, physical = "tenant", actor.tenant, base
+        target, ident = "team", team
+        physical = scope_base(settings.prefix, actor.tenant, "team", team)
+    else:  # everything under the tenant, not only its shared ("all") memory
+        target, ident = "tenant", actor.tenant
+        physical = tenant_base(settings.prefix, actor.tenant)
     own = target == "user" and user == actor.user
     privileged = actor.role in settings.erase_roles
     summary = {"op": "erase", "scope": target, "target": digest(ident)}

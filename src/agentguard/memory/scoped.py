@@ -65,6 +65,7 @@ _BAD_LABEL_RE = re.compile(r"[.*\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u20
 _BAD_KEY_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 AuditWriter = Callable[[dict[str, Any]], None]
+_WRITES = ("put", "delete")
 
 
 class ScopeError(GuardError):
@@ -91,11 +92,23 @@ def scope_bases(prefix: str, principal: Principal) -> dict[str, tuple[str, ...]]
 def _bases(
     prefix: str, tenant_id: str, user: str, team: str | None
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    tenant = tenant_base(prefix, tenant_id)
-    bases = [("user", (*tenant, "u", encode_ident(user))), ("tenant", (*tenant, "all"))]
+    bases = [
+        ("user", scope_base(prefix, tenant_id, "user", user)),
+        ("tenant", scope_base(prefix, tenant_id, "tenant", tenant_id)),
+    ]
     if team is not None:
-        bases.append(("team", (*tenant, "team", encode_ident(team))))
+        bases.append(("team", scope_base(prefix, tenant_id, "team", team)))
     return tuple(bases)
+
+
+def scope_base(prefix: str, tenant_id: str, scope: str, ident: str) -> tuple[str, ...]:
+    """The physical namespace of one user's, one team's or the tenant's memory."""
+    tenant = tenant_base(prefix, tenant_id)
+    if scope == "user":
+        return (*tenant, "u", encode_ident(ident))
+    if scope == "team":
+        return (*tenant, "team", encode_ident(ident))
+    return (*tenant, "all")
 
 
 def scope_of(prefix: str, namespace: tuple[str, ...]) -> Scope | None:
@@ -216,7 +229,6 @@ class _Step:
     key: str | None = None
     slots: tuple[int, ...] = ()  # indexes into the backend batch
     bases: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (scope, base) answered by the slots
-    cutoffs: tuple[float | None, ...] = ()
     limit: int = 0
     offset: int = 0
     ready: Any = None  # answer computed without the backend (InMemoryStore listing)
@@ -364,7 +376,6 @@ class ScopedStore(StoreView):
                 logical,
                 key,
                 slots=(slot(GetOp(physical, key, refresh)),),
-                cutoffs=(self._cutoff(scope),),
             )
         if isinstance(op, PutOp):
             scope, physical, logical = self._split(op.namespace, "namespace")
@@ -391,7 +402,6 @@ class ScopedStore(StoreView):
                 logical,
                 slots=(slot(search),),
                 bases=((scope, self._bases[scope]),),
-                cutoffs=(self._cutoff(scope),),
             )
         if isinstance(op, ListNamespacesOp):
             return self._plan_list(op, slot)
@@ -464,16 +474,17 @@ class ScopedStore(StoreView):
     def _alive(self, item: Item, cutoff: float | None) -> bool:
         return cutoff is None or timestamp_of(item.updated_at) >= cutoff
 
-    def _got(self, scope: str, logical: tuple[str, ...], key: str, item: Any) -> Item | None:
+    def _got(
+        self, scope: str, physical: tuple[str, ...], logical: tuple[str, ...], key: str, item: Any
+    ) -> Item | None:
         """A backend's answer to one get, as the caller may see it."""
-        physical = self._bases[scope] + logical[1:]
         if not isinstance(item, Item) or tuple(item.namespace) != physical or item.key != key:
-            self._note(scope, logical, key, "get", "miss")
+            self._note("get", scope, logical, key, "miss")
             return None  # also: a backend answering for another namespace
         if not self._alive(item, self._cutoff(scope)):
-            self._note(scope, logical, key, "get", "expired")
+            self._note("get", scope, logical, key, "expired")
             return None
-        self._note(scope, logical, key, "get", "hit", 1)
+        self._note("get", scope, logical, key, "hit", 1)
         return Item(
             value=self._copy(item.value),
             key=key,
@@ -487,25 +498,27 @@ class ScopedStore(StoreView):
             return None
         if step.kind == "get":
             assert step.key is not None
-            return self._got(step.scope, step.logical, step.key, results[step.slots[0]])
+            physical = self._bases[step.scope] + step.logical[1:]
+            return self._got(step.scope, physical, step.logical, step.key, results[step.slots[0]])
         if step.kind == "search":
             scope, base = step.bases[0]
+            cutoff = self._cutoff(scope)
             out: list[SearchItem] = []
             for item in cast(list[SearchItem], results[step.slots[0]]):
                 ns = tuple(item.namespace)
-                if ns[: len(base)] != base or not self._alive(item, step.cutoffs[0]):
+                if ns[: len(base)] != base or not self._alive(item, cutoff):
                     continue  # never hand out another scope's data, whatever the backend says
                 out.append(
                     SearchItem(
                         namespace=(scope, *ns[len(base) :]),
                         key=item.key,
-                        value=_copy_json(item.value),
+                        value=self._copy(item.value),
                         created_at=item.created_at,
                         updated_at=item.updated_at,
                         score=item.score,
                     )
                 )
-            self._note_read(step, "ok", count=len(out))
+            self._note("search", scope, step.logical, None, "ok", len(out))
             return out
         if step.ready is not None:
             listed = cast(list[tuple[str, ...]], step.ready)
@@ -517,7 +530,7 @@ class ScopedStore(StoreView):
                     if ns[: len(base)] == base:
                         merged.add((scope, *ns[len(base) :]))
             listed = sorted(merged)[step.offset : step.offset + step.limit]
-        self._note_read(step, "ok", count=len(listed))
+        self._note("list", step.scope, step.logical, None, "ok", len(listed))
         return listed
 
     # ----------------------------------------------------------------- audit
@@ -555,29 +568,24 @@ class ScopedStore(StoreView):
             )
         )
 
-    def _note_read(self, step: _Step, result: str, *, count: int | None = None) -> None:
-        if self._audit is not None and self._audit_reads:
-            self._event(step.kind, step.scope, step.logical, step.key, result, count=count)
-
     def _note(
         self,
+        kind: str,
         scope: str,
         logical: tuple[str, ...],
-        key: str,
-        kind: str,
+        key: str | None,
         result: str,
         count: int | None = None,
     ) -> None:
-        if self._audit is not None and (self._audit_reads or kind != "get"):
+        """One audit event, if the settings want this kind: writes always, reads under `all`."""
+        if self._audit is not None and (self._audit_reads or kind in _WRITES):
             self._event(kind, scope, logical, key, result, count=count)
 
     def _note_writes(self, steps: list[_Step]) -> None:
         """Written down before the backend is touched: nothing changes unrecorded."""
-        if self._audit is None:
-            return
         for step in steps:
-            if step.kind in ("put", "delete"):
-                self._event(step.kind, step.scope, step.logical, step.key, step.kind)
+            if step.kind in _WRITES:
+                self._note(step.kind, step.scope, step.logical, step.key, step.kind)
 
     def _refused(self, kind: str, namespace: Any, exc: ScopeError) -> None:
         if self._audit is None:
@@ -637,7 +645,8 @@ class ScopedStore(StoreView):
     ) -> Item | None:
         scope, physical, logical, key = self._checked("get", namespace, key)
         refresh = False if scope in self._retention else refresh_ttl
-        return self._got(scope, logical, key, self._store.get(physical, key, refresh_ttl=refresh))
+        item = self._store.get(physical, key, refresh_ttl=refresh)
+        return self._got(scope, physical, logical, key, item)
 
     async def aget(
         self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
@@ -648,7 +657,7 @@ class ScopedStore(StoreView):
         refresh = False if scope in self._retention else refresh_ttl
         op = GetOp(physical, key, True if refresh is None else refresh)
         found = await self._inner_abatch([op])
-        return self._got(scope, logical, key, found[0])
+        return self._got(scope, physical, logical, key, found[0])
 
     def put(
         self,
@@ -661,7 +670,7 @@ class ScopedStore(StoreView):
     ) -> None:
         scope, physical, logical, key = self._checked("put", namespace, key)
         data, minutes = self._put_args(scope, logical, key, value, ttl)
-        self._note(scope, logical, key, "put", "put")
+        self._note("put", scope, logical, key, "put")
         self._store.batch([PutOp(physical, key, data, index=index, ttl=minutes)])
 
     async def aput(
@@ -677,19 +686,19 @@ class ScopedStore(StoreView):
             return await asyncio.to_thread(self.put, namespace, key, value, index, ttl=ttl)
         scope, physical, logical, key = self._checked("put", namespace, key)
         data, minutes = self._put_args(scope, logical, key, value, ttl)
-        self._note(scope, logical, key, "put", "put")
+        self._note("put", scope, logical, key, "put")
         await self._inner_abatch([PutOp(physical, key, data, index=index, ttl=minutes)])
 
     def delete(self, namespace: tuple[str, ...], key: str) -> None:
         scope, physical, logical, key = self._checked("delete", namespace, key)
-        self._note(scope, logical, key, "delete", "delete")
+        self._note("delete", scope, logical, key, "delete")
         self._store.batch([PutOp(physical, key, None)])
 
     async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
         if self._blocking:
             return await asyncio.to_thread(self.delete, namespace, key)
         scope, physical, logical, key = self._checked("delete", namespace, key)
-        self._note(scope, logical, key, "delete", "delete")
+        self._note("delete", scope, logical, key, "delete")
         await self._inner_abatch([PutOp(physical, key, None)])
 
     async def _inner_abatch(self, calls: list[Op]) -> list[Result]:
