@@ -1,6 +1,7 @@
 """agentguard behind a real `langgraph dev` server (offline, in-memory runtime).
 
-Starts `langgraph dev` from the repository root with `langgraph.json` (graphs in
+Starts `langgraph dev`, each server in its own temporary folder, with the repository's
+`langgraph.json` (paths made absolute; graphs in
 `examples/studio_graphs.py`, demo auth in `examples/studio_auth.py`, memory store in
 `examples/studio_store.py`) and drives it with `langgraph_sdk`. Identity must come from the
 server's auth handler, never from the run `context` the client writes. A call that needs
@@ -15,7 +16,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -45,8 +45,6 @@ ALICE_GLOBEX = "alice-globex-demo-token"  # another user called alice, in globex
 START_TIMEOUT = 60.0
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 API_LINE = re.compile(r"API:\s*http://127\.0\.0\.1:(\d+)")
-# Persisted dev state is written relative to the working directory (gitignored).
-STATE_DIR = ROOT / ".langgraph_api"
 
 
 def _free_port() -> int:
@@ -123,12 +121,28 @@ def studio(approvals_path: Path) -> Iterator[ModuleType]:
     yield module
 
 
+def _config_in(folder: Path) -> Path:
+    """The repository's `langgraph.json` with absolute paths, written into `folder`."""
+    config = json.loads((ROOT / "langgraph.json").read_text())
+
+    def absolute(ref: str) -> str:
+        return str(ROOT / ref) if ref.startswith("./") or ref == "." else ref
+
+    config["dependencies"] = [absolute(d) for d in config["dependencies"]]
+    config["graphs"] = {name: absolute(ref) for name, ref in config["graphs"].items()}
+    for section in ("auth", "store"):
+        if section in config:
+            config[section]["path"] = absolute(config[section]["path"])
+    path = folder / "langgraph.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
 @contextlib.contextmanager
 def _langgraph_dev(log: Path, env: dict[str, str]) -> Iterator[str]:
     """`langgraph dev` from the repository root; yields its base URL, stops it on exit."""
     if not CLI.exists():
         pytest.fail(f"{CLI} not installed: run `make test` (dev extra langgraph-cli[inmem])")
-    had_state_dir = STATE_DIR.exists()
     port = _free_port()
     cmd = [
         str(CLI),
@@ -139,11 +153,16 @@ def _langgraph_dev(log: Path, env: dict[str, str]) -> Iterator[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--config",
+        str(_config_in(log.parent)),
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            # Each server in its own folder: the in-memory runtime reloads runs it finds in
+            # `.langgraph_api/` of its working directory, so a server started in the
+            # repository would pick up, and run again, runs another server left there.
+            cwd=log.parent,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -171,8 +190,6 @@ def _langgraph_dev(log: Path, env: dict[str, str]) -> Iterator[str]:
         deadline = time.monotonic() + 10
         while _listening(actual) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not had_state_dir:
-            shutil.rmtree(STATE_DIR, ignore_errors=True)
         assert not _listening(actual), f"something still listens on port {actual}"
 
 
