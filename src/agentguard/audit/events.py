@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EventKind = Literal["decision", "execution", "approval", "content", "guard", "memory"]
+EventKind = Literal["decision", "execution", "approval", "content", "guard", "memory", "mcp"]
 
 
 def _now() -> str:
