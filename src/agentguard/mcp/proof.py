@@ -105,8 +105,17 @@ class Claims:
 
 
 def arguments_digest(arguments: Mapping[str, Any] | None) -> str:
-    """The sha256 of the canonical JSON of a call's arguments (absent arguments count as {})."""
-    return digest({} if arguments is None else arguments)
+    """The sha256 of the canonical JSON of a call's arguments (absent arguments count as {}).
+
+    Values RFC 8785 cannot encode exactly (integers beyond 2**53, NaN, lone surrogates) make
+    a request that cannot be signed or verified: `ProofError('malformed_proof')`.
+    """
+    try:
+        return digest({} if arguments is None else arguments)
+    except Exception as exc:
+        raise ProofError(
+            "malformed_proof", f"the arguments have no canonical JSON form ({type(exc).__name__})"
+        ) from None
 
 
 def new_nonce() -> str:
