@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from agentguard.approvals.ledger_cli import add_consent_commands
     from agentguard.audit.cli import add_audit_commands
     from agentguard.killswitch_cli import add_kill_commands
+    from agentguard.mcp.cli import add_mcp_commands
 
     parser = argparse.ArgumentParser(prog="agentguard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(sub)
     add_consent_commands(sub)
     add_kill_commands(sub)
+    add_mcp_commands(sub)
 
     demo = sub.add_parser("demo", help="run the offline demo")
     demo.add_argument("--workdir", help="where the demo writes its audit log")
