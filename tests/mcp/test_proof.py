@@ -479,3 +479,24 @@ def test_a_proof_never_covers_other_arguments(args, other):
     v = verifier()
     proof = signer().proof("t", args)
     assert reason_of(lambda: verify(v, proof, "t", other)) == "bad_signature"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=30).filter(bool),
+    sid=st.none() | st.text(min_size=1, max_size=30),
+    iat=st.integers(0, 2**40 - 1),
+)
+def test_the_fast_claims_encoding_is_exactly_rfc_8785(text, sid, iat):
+    import rfc8785
+
+    from agentguard.mcp.proof import Claims, claims_json
+
+    claims = Claims(
+        "HS256", text, text, sid, iat, "A" * 22, "tools/call", text, "sha256:" + "0" * 64
+    )
+    try:
+        fast = claims_json(claims)
+    except orjson.JSONEncodeError:
+        return  # lone surrogates: refused, never signed differently
+    assert fast == rfc8785.dumps(claims.as_dict())

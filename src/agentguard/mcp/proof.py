@@ -131,18 +131,27 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def hmac_input(claims: Mapping[str, Any]) -> bytes:
+def claims_json(claims: Claims) -> bytes:
+    """The canonical (RFC 8785) JSON of the claims.
+
+    Every claim is ASCII-keyed and holds a string, a safe integer or null, the case where
+    orjson with sorted keys writes exactly the RFC 8785 bytes; skipping the general encoder's
+    type walk halves the cost of a verification (a test holds the two equal).
+    """
+    return orjson.dumps(claims.as_dict(), option=orjson.OPT_SORT_KEYS)
+
+
+def hmac_input(claims: Claims) -> bytes:
     """The exact bytes an HMAC proof signs."""
-    return _DOMAIN + canonical_json(dict(claims))
+    return _DOMAIN + claims_json(claims)
 
 
 def make_proof(key: SigningKey, claims: Claims) -> dict[str, Any]:
     """The `_meta` proof object for `claims`, signed with `key`."""
-    body = claims.as_dict()
     if isinstance(key, HmacKey):
-        return {**body, "sig": _b64(key.mac(hmac_input(body)))}
+        return {**claims.as_dict(), "sig": _b64(key.mac(hmac_input(claims)))}
     header = {"alg": key.alg, "typ": JWS_TYPE, "jwk": key.public_jwk()}
-    return {"v": VERSION, "jws": key.sign_compact(header, canonical_json(body))}
+    return {"v": VERSION, "jws": key.sign_compact(header, claims_json(claims))}
 
 
 def encode_header(proof: Mapping[str, Any]) -> str:
@@ -249,7 +258,7 @@ def _parse_jws(proof: dict[str, Any]) -> ParsedProof:
 def hmac_matches(key: HmacKey, parsed: ParsedProof) -> bool:
     """Constant-time check of an HMAC proof's signature."""
     assert parsed.sig is not None
-    return hmac.compare_digest(key.mac(hmac_input(parsed.claims.as_dict())), parsed.sig)
+    return hmac.compare_digest(key.mac(hmac_input(parsed.claims)), parsed.sig)
 
 
 def signing_claims(

@@ -26,6 +26,7 @@ from agentguard.mcp.proof import (
     ParsedProof,
     ProofError,
     arguments_digest,
+    claims_json,
     hmac_matches,
     parse_proof,
 )
@@ -177,7 +178,7 @@ class ProofVerifier:
             payload = public.verify_compact(parsed.jws)
         except Exception:
             raise ProofError("bad_signature", "the proof's signature does not verify") from None
-        if payload != canonical_json(claims.as_dict()):
+        if payload != claims_json(claims):
             raise ProofError("bad_signature", "the signed claims are not in canonical form")
 
     def _thumbprint(self, jwk: Mapping[str, Any]) -> str:
