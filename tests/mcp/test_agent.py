@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 from .servers import ROOT, http_server
 
@@ -30,15 +28,3 @@ async def test_a_guarded_agent_runs_signed_mcp_tools_and_the_guard_still_decides
     assert "maximum is 100000" in str(messages[1].content)  # refused before the wire
     assert "4200 cents sent to c-1" in str(messages[2].content)
     assert (tmp_path / "pins.json").exists()
-
-
-def test_the_example_runs_as_a_script():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "mcp_agent.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=True,
-    ).stdout
-    assert "lookup_customer [success]" in out and "send_invoice [error]" in out
