@@ -100,6 +100,16 @@ async def post(url: str, body: bytes, headers: httpx.Headers | dict) -> dict:
     return answer.json()
 
 
+def call_body(name: str, arguments: dict, proof: dict | None, request_id: int = 1) -> bytes:
+    """A raw `tools/call` JSON-RPC request carrying `proof` (or none)."""
+    params: dict = {"name": name, "arguments": arguments}
+    if proof is not None:
+        params["_meta"] = {META_KEY: proof}
+    return orjson.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+    )
+
+
 def reason(answer: dict) -> str | None:
     error = answer.get("error")
     if error is None:
@@ -183,10 +193,7 @@ async def test_tampered_arguments_are_refused(server):
         proof = hmac_signer().proof("send_invoice", original, session_id=capture.session_id())
 
         def body(arguments: dict) -> bytes:
-            params = {"name": "send_invoice", "arguments": arguments, "_meta": {META_KEY: proof}}
-            return orjson.dumps(
-                {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}
-            )
+            return call_body("send_invoice", arguments, proof, 9)
 
         tampered = await post(server.url, body({**original, "amount_cents": 10_000_000}), headers)
         assert reason(tampered) == "bad_signature"
@@ -201,18 +208,9 @@ async def test_a_renamed_tool_is_refused(server):
         await session.list_tools()
         sid = capture.session_id()
         proof = hmac_signer().proof("lookup_customer", {"customer_id": "c-1"}, session_id=sid)
-        body = {
-            "jsonrpc": "2.0",
-            "id": 50,
-            "method": "tools/call",
-            "params": {
-                "name": "send_invoice",
-                "arguments": {"customer_id": "c-1"},
-                "_meta": {META_KEY: proof},
-            },
-        }
+        body = call_body("send_invoice", {"customer_id": "c-1"}, proof, 50)
         headers = {"mcp-session-id": sid, "mcp-protocol-version": "2025-06-18"}
-        assert reason(await post(server.url, orjson.dumps(body), headers)) == "bad_signature"
+        assert reason(await post(server.url, body, headers)) == "bad_signature"
 
 
 async def test_a_stale_proof_is_refused(server):
@@ -241,18 +239,7 @@ async def test_a_proof_made_for_another_session_is_refused(server):
         sid_a, sid_b = a.session_id(), b.session_id()
         assert sid_a != sid_b
         proof = hmac_signer().proof("lookup_customer", {"customer_id": "c-1"}, session_id=sid_a)
-        body = orjson.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": 7,
-                "method": "tools/call",
-                "params": {
-                    "name": "lookup_customer",
-                    "arguments": {"customer_id": "c-1"},
-                    "_meta": {META_KEY: proof},
-                },
-            }
-        )
+        body = call_body("lookup_customer", {"customer_id": "c-1"}, proof, 7)
         headers = {"mcp-protocol-version": "2025-06-18"}
         answer = await post(server.url, body, {**headers, "mcp-session-id": sid_b})
         assert reason(answer) == "binding_mismatch"

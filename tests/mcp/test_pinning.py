@@ -130,50 +130,15 @@ def test_approval_needs_the_reviewed_fingerprint(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "mail/send_mail: held" in listing and held.fingerprint in listing
 
-    wrong = tool_fingerprint("send_mail", "something else", SCHEMA)
-    assert (
-        main(
-            [
-                "mcp",
-                "pins",
-                "approve",
-                "--file",
-                str(path),
-                "--server",
-                "mail",
-                "--tool",
-                "send_mail",
-                "--fingerprint",
-                wrong,
-                "--by",
-                "sec-team",
-            ]
-        )
-        == 1
-    )
+    def approve(fingerprint: str) -> int:
+        where = ["--file", str(path), "--server", "mail", "--tool", "send_mail"]
+        return main(["mcp", "pins", "approve", *where, "--fingerprint", fingerprint, "--by", "sec"])
+
+    assert approve(tool_fingerprint("send_mail", "something else", SCHEMA)) == 1
     assert "changed again" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "mcp",
-                "pins",
-                "approve",
-                "--file",
-                str(path),
-                "--server",
-                "mail",
-                "--tool",
-                "send_mail",
-                "--fingerprint",
-                held.fingerprint,
-                "--by",
-                "sec-team",
-            ]
-        )
-        == 0
-    )
+    assert approve(held.fingerprint) == 0
     assert names(pin_tools([changed], ToolPins(path), server="mail")) == ["send_mail"]
-    assert ToolPins(path).entry("mail", "send_mail")["approved_by"] == "sec-team"
+    assert ToolPins(path).entry("mail", "send_mail")["approved_by"] == "sec"
     assert main(["mcp", "pins", "list", "--file", str(path)]) == 0
     # nothing is waiting any more
     with pytest.raises(GuardError, match="no change waiting"):
