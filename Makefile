@@ -42,12 +42,14 @@ test: $(DEVSTAMP) services
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+# Benchmarks start real PostgreSQL/Redis servers and MCP servers, as the tests do.
+bench: $(DEVSTAMP) services
 	$(BIN)/python benchmarks/guard_overhead.py
 	$(BIN)/python benchmarks/approval_overhead.py
 	$(BIN)/python benchmarks/content_overhead.py
 	$(BIN)/python benchmarks/injection_detection.py
 	$(BIN)/python benchmarks/memory_overhead.py
+	$(BIN)/python benchmarks/mcp_signing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

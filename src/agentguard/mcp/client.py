@@ -70,19 +70,16 @@ class SigningAuth(httpx.Auth):
             raise ConfigurationError("cannot sign a request body that is not JSON") from None
         session_id = request.headers.get(_SESSION_HEADER)
         batch = isinstance(message, list)
-        header: str | None = None
-        for item in message if batch else [message]:
-            proof = self._sign_message(item, session_id)
-            if proof is not None:
-                header = encode_header(proof)
-        if header is None:
+        items = message if batch else [message]
+        proofs = [p for p in (self._sign_message(m, session_id) for m in items) if p is not None]
+        if not proofs:
             return request
         if batch and self._place != "meta":
             raise ConfigurationError("a header proof can only sign a single JSON-RPC message")
         headers = httpx.Headers(request.headers)
         del headers["content-length"]
         if self._place != "meta":
-            headers[HEADER] = header
+            headers[HEADER] = encode_header(proofs[0])
         return httpx.Request(
             request.method,
             request.url,
