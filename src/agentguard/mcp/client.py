@@ -77,7 +77,7 @@ class SigningAuth(httpx.Auth):
         if batch and self._place != "meta":
             raise ConfigurationError("a header proof can only sign a single JSON-RPC message")
         headers = httpx.Headers(request.headers)
-        del headers["content-length"]
+        headers.pop("content-length", None)
         if self._place != "meta":
             headers[HEADER] = encode_header(proofs[0])
         return httpx.Request(
