@@ -99,6 +99,8 @@ def http_server(*flags: str, env: Mapping[str, str] | None = None) -> Iterator[H
             process.kill()
             process.wait()
         reader.join(5)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def stdio_params(env: Mapping[str, str] | None = None) -> object:

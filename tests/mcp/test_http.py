@@ -361,3 +361,17 @@ async def test_the_signing_key_never_reaches_the_wire_or_the_model(server):
     seen = b"".join(r.content + str(r.headers).encode() for r in capture.sent)
     seen += str(echoed).encode() + str([(t.name, t.description, t.args) for t in tools]).encode()
     assert HMAC_SECRET not in seen and HMAC_SECRET.hex().encode() not in seen
+
+
+def test_signing_auth_signs_whatever_way_the_method_is_spelt():
+    body = (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools\\/call",'
+        b'"params":{"name":"lookup_customer","arguments":{"customer_id":"c-1"}}}'
+    )
+    request = httpx.Request("POST", "http://127.0.0.1/mcp", content=body)
+    signed = next(SigningAuth(hmac_signer()).auth_flow(request))
+    sent = json.loads(signed.content)
+    assert sent["params"]["_meta"][META_KEY]["name"] == "lookup_customer"
+    assert signed.headers["content-length"] == str(len(signed.content))
+    untouched = httpx.Request("POST", "http://127.0.0.1/mcp", content=b'{"method":"ping"}')
+    assert next(SigningAuth(hmac_signer()).auth_flow(untouched)) is untouched

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from langchain_mcp_adapters.tools import load_mcp_tools
+from mcp import ClientSession
 from mcp.client.stdio import stdio_client
 from mcp.server.fastmcp import FastMCP
 from mcp.shared.exceptions import McpError
@@ -23,7 +24,6 @@ from agentguard.mcp import (
     protect_tools,
     signed_session,
 )
-from mcp import ClientSession
 
 from .servers import AUDIENCE, HMAC_KID, HMAC_SECRET, server_env, stdio_params
 

@@ -62,7 +62,7 @@ class SigningAuth(httpx.Auth):
 
     def _signed(self, request: httpx.Request) -> httpx.Request:
         content = request.content
-        if not any(m.encode() in content for m in self._methods):
+        if b"\\" not in content and not any(m.encode() in content for m in self._methods):
             return request  # initialize, notifications, list calls: nothing to sign
         try:
             message = orjson.loads(content)
