@@ -1,10 +1,12 @@
-"""What the benchmark scripts share: a per-call timer and reproducible business prose."""
+"""What the benchmark scripts share: timers, percentiles, reproducible business prose."""
 
 from __future__ import annotations
 
 import random
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 PROSE = (
@@ -36,3 +38,27 @@ def page(n_bytes: int, seed: int) -> str:
         out.append(word)
         size += len(word) + 1
     return " ".join(out)[:n_bytes]
+
+
+class BenchError(RuntimeError):
+    """A check failed or a benchmark could not run: the script exits non-zero."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """p50 / p90 / p99 in microseconds of samples in nanoseconds."""
+
+    n: int
+    p50: float  # microseconds
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, samples_ns: Sequence[int]) -> Stats:
+        if len(samples_ns) < 2:
+            raise BenchError("need at least two samples per variant")
+        cuts = statistics.quantiles(samples_ns, n=100, method="inclusive")
+        return cls(len(samples_ns), cuts[49] / 1e3, cuts[89] / 1e3, cuts[98] / 1e3)
+
+    def cells(self) -> str:
+        return f"{self.p50:9.1f} {self.p90:9.1f} {self.p99:9.1f}"

@@ -35,6 +35,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from _bench import BenchError, Stats
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
@@ -64,10 +65,6 @@ CONTEXT = {"principal": PRINCIPAL}
 ARGS = {"to": "bob.lee@acme.example", "subject": "Meeting moved", "body": "Now at 3pm."}
 BAD_ARGS = {**ARGS, "bcc": "archive@evil.example"}  # an argument the tool does not declare
 TOOL_RESULT = "queued"
-
-
-class BenchError(RuntimeError):
-    """The benchmarked code did not behave as expected: the figures would be meaningless."""
 
 
 @tool("send_email")
@@ -167,21 +164,6 @@ def sample(
 def cpu_p50(name: str) -> float:
     """Median process CPU time of a variant, µs."""
     return statistics.median(CPU_NS[name]) / 1e3
-
-
-@dataclass(frozen=True)
-class Stats:
-    n: int
-    p50: float  # microseconds
-    p90: float
-    p99: float
-
-    @classmethod
-    def of(cls, samples_ns: Sequence[int]) -> Stats:
-        if len(samples_ns) < 2:
-            raise BenchError("need at least two samples per variant")
-        cuts = statistics.quantiles(samples_ns, n=100, method="inclusive")
-        return cls(len(samples_ns), cuts[49] / 1e3, cuts[89] / 1e3, cuts[98] / 1e3)
 
 
 # -- set-up ---------------------------------------------------------------------------------------

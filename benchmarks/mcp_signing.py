@@ -40,7 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from _bench import page
+from _bench import BenchError, Stats, page
 
 from agentguard._canonical import canonical_json
 
@@ -66,10 +66,6 @@ ARGS = {
 SMALL_LABEL = next(iter(ARGS))
 
 
-class BenchError(RuntimeError):
-    """The measured code did not behave as expected: the figures would be meaningless."""
-
-
 @dataclass(frozen=True)
 class Sizes:
     sign_n: int  # signatures per variant
@@ -86,24 +82,6 @@ class Sizes:
 
 FULL = Sizes(3000, 2000, 5, 100, 20_000, 3000, 3, 300, 30, 20)
 QUICK = Sizes(300, 200, 2, 20, 2000, 300, 1, 60, 6, 5)
-
-
-@dataclass(frozen=True)
-class Stats:
-    n: int
-    p50: float  # microseconds
-    p90: float
-    p99: float
-
-    @classmethod
-    def of(cls, samples_ns: Sequence[int]) -> Stats:
-        if len(samples_ns) < 2:
-            raise BenchError("need at least two samples per variant")
-        cuts = statistics.quantiles(samples_ns, n=100, method="inclusive")
-        return cls(len(samples_ns), cuts[49] / 1e3, cuts[89] / 1e3, cuts[98] / 1e3)
-
-    def cells(self) -> str:
-        return f"{self.p50:9.1f} {self.p90:9.1f} {self.p99:9.1f}"
 
 
 def timed(fn: Callable[[Any], Any], inputs: Sequence[Any]) -> tuple[list[int], list[Any]]:
