@@ -45,6 +45,9 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     except FileExistsError:
         print(f"{out} exists; refusing to overwrite a key", file=sys.stderr)
         return 2
+    except ConfigurationError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     print(f"wrote the private {args.alg} JWK to {out} (keep it with the client)")
     print(f"wrote the public JWK to {public} (give it to the server); key id {pair.kid}")
     return 0

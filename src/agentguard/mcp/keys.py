@@ -73,6 +73,7 @@ class AsymmetricKey:
     @classmethod
     def generate(cls, alg: Literal["Ed25519", "ES256"] = "Ed25519") -> AsymmetricKey:
         """A fresh key pair."""
+        _need_joserfc()
         from joserfc.jwk import ECKey, OKPKey
 
         if alg == "Ed25519":
@@ -126,7 +127,15 @@ class PublicKey:
         return f"PublicKey(alg={self.alg!r}, kid={self.kid!r})"
 
 
+def _need_joserfc() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("joserfc") is None:
+        raise ConfigurationError("key pairs need joserfc: pip install 'agentguard[mcp]'")
+
+
 def _import(jwk: Mapping[str, Any], *, private: bool) -> tuple[Any, Algorithm]:
+    _need_joserfc()
     from joserfc.errors import JoseError
     from joserfc.jwk import ECKey, OKPKey
 
