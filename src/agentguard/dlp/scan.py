@@ -1,0 +1,278 @@
+"""Scanning an outbound payload: every leaf, with its path, decoded where it is encoded.
+
+What counts as a leaf: every string and number in the (nested) arguments, and every key. A
+string that holds JSON is parsed and walked (`$.body<json>.card`); a form body
+(`a=1&b=2`) is split into its fields (`$.body<form>.b`). URL-encoded and quoted-printable text
+is decoded byte for byte with a map back to the original offsets, so a finding points at the
+encoded characters as sent; base64 runs that decode to text are scanned and reported as the
+whole run.
+
+Bounds, all failing closed (`ScanIncomplete`): total characters, nesting depth, number of
+leaves, decoding depth, and a deadline for the whole payload.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agentguard.dlp.engine import Detector, Hit, Profile, detector
+from agentguard.dlp.errors import ScanIncomplete
+
+__all__ = ["Finding", "ScanIncomplete", "Scanner"]
+
+_TOKEN = re.compile(r"[^\s\"'<>]+")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_QP = re.compile(r"=(?:[0-9A-F]{2}|\r?\n)")
+_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/_=-])")
+_FORM = re.compile(r"^[^\s=&]{1,256}=[^\s&]*(?:&[^\s=&]{1,256}=[^\s&]*)+$")
+_MAX_DECODED = 64 * 1024  # characters decoded out of one leaf
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One entity found in one leaf: where (`path`, offsets into the leaf as sent), what, how."""
+
+    entity: str
+    path: str
+    start: int
+    end: int
+    score: float
+    encoding: str | None = None  # "url", "qp", "base64" when found after decoding
+
+    def describe(self) -> dict[str, Any]:
+        """Type, field and encoding: what approval requests and audit events may show."""
+        return {"type": self.entity, "path": self.path, "encoding": self.encoding}
+
+
+class Scanner:
+    """Finds PII and secrets in outbound payloads; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        profile: Profile = "patterns",
+        *,
+        max_chars: int = 1_000_000,
+        max_depth: int = 32,
+        max_leaves: int = 10_000,
+        time_budget: float = 2.0,
+        decode: bool = True,
+    ) -> None:
+        self.profile = profile
+        self.max_chars = max_chars
+        self.max_depth = max_depth
+        self.max_leaves = max_leaves
+        self.time_budget = time_budget
+        self.decode = decode
+        self._detector: Detector | None = None
+
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            self._detector = detector(self.profile)
+        return self._detector
+
+    def scan_text(self, text: str) -> list[Finding]:
+        """Findings in one text (path `$`)."""
+        return self.scan(text)
+
+    def scan(self, value: Any, path: str = "$") -> list[Finding]:
+        """Findings in every leaf of `value` (arguments, a message, a result)."""
+        run = _Run(self, time.monotonic() + self.time_budget)
+        run.walk(value, path, 0)
+        return run.findings
+
+
+class _Run:
+    def __init__(self, scanner: Scanner, deadline: float) -> None:
+        self.s = scanner
+        self.deadline = deadline
+        self.findings: list[Finding] = []
+        self.chars = 0
+        self.leaves = 0
+        self.values: set[tuple[str, str]] | None = None  # found already, when walking inner JSON
+
+    def walk(self, value: Any, path: str, depth: int) -> None:
+        if depth > self.s.max_depth:
+            raise ScanIncomplete(f"payload nested deeper than {self.s.max_depth} levels at {path}")
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                child = f"{path}.{key}" if _plain(key) else f"{path}[{json.dumps(str(key))}]"
+                self.text(str(key), f"{child}<key>", depth)
+                self.walk(item, child, depth + 1)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                self.walk(item, f"{path}[{i}]", depth + 1)
+        elif isinstance(value, str):
+            self.text(value, path, depth)
+        elif isinstance(value, bool) or value is None:
+            return
+        elif isinstance(value, int | float):
+            self.text(str(value), path, depth)
+        elif isinstance(value, bytes | bytearray):
+            self.text(bytes(value).decode("latin-1"), path, depth)
+        else:
+            raise ScanIncomplete(f"cannot scan a {type(value).__name__} at {path}")
+
+    def text(self, text: str, path: str, depth: int) -> None:
+        self.leaves += 1
+        self.chars += len(text)
+        if self.leaves > self.s.max_leaves:
+            raise ScanIncomplete(f"payload has more than {self.s.max_leaves} fields")
+        if self.chars > self.s.max_chars:
+            raise ScanIncomplete(f"payload is larger than {self.s.max_chars} characters")
+        if not text:
+            return
+        found: list[Finding] = []
+        seen: set[tuple[str, str]] = set()
+        for hit in self.s.detector.scan(text, deadline=self.deadline):
+            found.append(Finding(hit.entity, path, hit.start, hit.end, hit.score))
+            seen.add((hit.entity, text[hit.start : hit.end]))
+        if self.s.decode:
+            taken = [(f.start, f.end) for f in found]
+            for decoded, index, kind in _decodings(text, taken):
+                for hit in self.s.detector.scan(decoded, deadline=self.deadline):
+                    start, end = index(hit)
+                    found.append(Finding(hit.entity, path, start, end, hit.score, kind))
+                    seen.add((hit.entity, decoded[hit.start : hit.end]))
+        fields = _form_fields(text)
+        if fields:
+            found = [_in_field(f, fields) for f in found]
+        if self.values is not None:
+            found = [f for f in found if (f.entity, text[f.start : f.end]) not in self.values]
+        self.findings.extend(found)
+        if self.s.decode:
+            self.inner_json(text, path, depth, seen)
+
+    def inner_json(self, text: str, path: str, depth: int, seen: set[tuple[str, str]]) -> None:
+        """JSON inside a string: walked for what the text scan could not see (escapes)."""
+        stripped = text.strip()
+        if stripped[:1] not in ("{", "[") or len(stripped) < 2:
+            return
+        try:
+            inner = json.loads(stripped)
+        except (ValueError, RecursionError):
+            return
+        nested = _Run(self.s, self.deadline)
+        nested.chars, nested.leaves = self.chars, self.leaves
+        nested.values = seen
+        nested.walk(inner, f"{path}<json>", depth + 1)
+        self.chars, self.leaves = nested.chars, nested.leaves
+        self.findings.extend(nested.findings)
+
+
+def _form_fields(text: str) -> list[tuple[int, int, str]] | None:
+    """(start, end, name) of each field of a form body (`a=1&b=2`), or None."""
+    if len(text) > _MAX_DECODED or not _FORM.match(text):
+        return None
+    fields, pos = [], 0
+    for part in text.split("&"):
+        name = part.split("=", 1)[0]
+        fields.append((pos, pos + len(part), name))
+        pos += len(part) + 1
+    return fields
+
+
+def _in_field(finding: Finding, fields: list[tuple[int, int, str]]) -> Finding:
+    for start, end, name in fields:
+        if start <= finding.start < end:
+            field = name if _plain(name) else json.dumps(name)
+            return dataclasses.replace(finding, path=f"{finding.path}<form>.{field}")
+    return finding
+
+
+def _plain(key: Any) -> bool:
+    return isinstance(key, str) and key.isidentifier()
+
+
+def _decodings(text: str, taken: list[tuple[int, int]]) -> Iterator[tuple[str, Any, str]]:
+    """(decoded text, hit -> original span, encoding) for each encoding present in `text`.
+
+    Base64 runs inside something already found (a JWT, a key) are not decoded again.
+    """
+    if "%" in text and _PERCENT.search(text):
+        for m in _TOKEN.finditer(text):  # linear: tokens first, then the ones with escapes
+            if _PERCENT.search(m.group()):
+                decoded, offsets = _unescape(m.group(), m.start(), "%", plus=True)
+                yield decoded, _mapper(offsets), "url"
+    if "=" in text and _QP.search(text):
+        decoded, offsets = _unescape(text, 0, "=", plus=False)
+        yield decoded, _mapper(offsets), "qp"
+    budget = _MAX_DECODED
+    for m in _B64_RUN.finditer(text):
+        raw = m.group()
+        if budget <= 0:
+            break
+        if any(s < m.end() and m.start() < e for s, e in taken):
+            continue
+        decoded_b64 = _b64_text(raw)
+        if decoded_b64 is not None:
+            budget -= len(decoded_b64)
+            span = m.span()
+            yield decoded_b64, (lambda _hit, span=span: span), "base64"
+
+
+def _unescape(text: str, base: int, mark: str, *, plus: bool) -> tuple[str, list[int]]:
+    """Decode `%XX` (or `=XX`, and `=` soft line breaks) to latin-1 characters, one per byte,
+    each mapped to the offset of the characters it came from."""
+    out: list[str] = []
+    offsets: list[int] = []
+    i, n = 0, len(text)
+    while i < n and len(out) < _MAX_DECODED:
+        c = text[i]
+        if c == mark and i + 2 < n + 1 and _hex2(text[i + 1 : i + 3]):
+            out.append(chr(int(text[i + 1 : i + 3], 16)))
+            offsets.append(base + i)
+            i += 3
+            continue
+        if mark == "=" and c == "=" and text[i + 1 : i + 3] in ("\r\n",):
+            i += 3
+            continue
+        if mark == "=" and c == "=" and text[i + 1 : i + 2] == "\n":
+            i += 2
+            continue
+        out.append(" " if plus and c == "+" else c)
+        offsets.append(base + i)
+        i += 1
+    offsets.append(base + i)
+    decoded = "".join(out)
+    # UTF-8 multi-byte sequences stay as latin-1 characters: every entity agentguard looks for
+    # is ASCII, and the one-character-per-byte map keeps offsets exact.
+    return decoded, offsets
+
+
+def _hex2(s: str) -> bool:
+    return len(s) == 2 and all(c in "0123456789abcdefABCDEF" for c in s)
+
+
+def _mapper(offsets: list[int]) -> Any:
+    def span(hit: Hit) -> tuple[int, int]:
+        end = offsets[hit.end] if hit.end < len(offsets) else offsets[-1]
+        return offsets[hit.start], end
+
+    return span
+
+
+def _b64_text(raw: str) -> str | None:
+    padded = raw + "=" * (-len(raw) % 4)
+    try:
+        data = (
+            base64.urlsafe_b64decode(padded)
+            if ("-" in raw or "_" in raw)
+            else base64.b64decode(padded, validate=True)
+        )
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    printable = sum(c.isprintable() or c in "\r\n\t" for c in text)
+    return text if text and printable / len(text) > 0.95 else None

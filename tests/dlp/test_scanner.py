@@ -1,0 +1,239 @@
+"""The DLP scanner finds PII and secrets in every leaf of an outbound payload, decoded, with
+its field path; bounded in time and size, and failing closed when it cannot finish.
+
+The attacks: a secret hidden in a nested field, a dict key, a number, JSON inside a string, a
+form body, URL-encoded, quoted-printable or base64; and inputs built to make a scanner slow
+(stock Presidio spends over a minute on tens of kilobytes of `a.a.a.` and then skips the
+pattern silently).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agentguard.dlp import ScanIncomplete, Scanner
+from agentguard.dlp.recognizers import entropy
+
+SCANNER = Scanner()
+
+
+def found(value, scanner: Scanner = SCANNER) -> set[tuple[str, str]]:
+    return {(f.entity, f.path) for f in scanner.scan(value)}
+
+
+def texts(text: str) -> list[tuple[str, str]]:
+    return [(f.entity, text[f.start : f.end]) for f in SCANNER.scan_text(text)]
+
+
+# ------------------------------------------------------------------ what it finds
+
+SECRETS = {
+    "AWS_ACCESS_KEY_ID": ("aws_access_key_id = AKIAZ3MQ7RTX9PLK2WQE", "AKIAZ3MQ7RTX9PLK2WQE"),
+    "AWS_SECRET_ACCESS_KEY": (
+        "aws_secret_access_key=Jx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4uI7oR",
+        "Jx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4uI7oR",
+    ),
+    "GCP_API_KEY": (
+        "key=AIzaSyD3x9Qm2LkT7vR1pW8nB4cZ6yH0jF5gS2a",
+        "AIzaSyD3x9Qm2LkT7vR1pW8nB4cZ6yH0jF5gS2a",
+    ),
+    "AZURE_STORAGE_KEY": (
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey="
+        + "Qm9zcUx2N3ZCMW5LOHBaM2NXNnlIMGRGNWdTMmFFNHVJN29SSng5VDJtUTRyTDd2QjFuSzhwWjNjVzZ5SA=="
+        + ";EndpointSuffix=core.windows.net",
+        "Qm9zcUx2N3ZCMW5LOHBaM2NXNnlIMGRGNWdTMmFFNHVJN29SSng5VDJtUTRyTDd2QjFuSzhwWjNjVzZ5SA==",
+    ),
+    "AZURE_CLIENT_SECRET": (
+        "AZURE_CLIENT_SECRET: abc8Q~Zx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE",
+        "abc8Q~Zx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE",
+    ),
+    "GITHUB_TOKEN": (
+        "git clone https://x:ghp_Zx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4u@github.com/acme/app",
+        "ghp_Zx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4u",
+    ),
+    "GITLAB_TOKEN": ("PRIVATE-TOKEN: glpat-Zx9T2mQ4rL7vB1nK8pZ3", "glpat-Zx9T2mQ4rL7vB1nK8pZ3"),
+    "SLACK_TOKEN": (
+        "token xoxb-2345678901-3456789012345-Zx9T2mQ4rL7vB1nK8pZ3cW6y",
+        "xoxb-2345678901-3456789012345-Zx9T2mQ4rL7vB1nK8pZ3cW6y",
+    ),
+    "SLACK_WEBHOOK": (
+        "POST https://hooks.slack.com/services/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",
+        "https://hooks.slack.com/services/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",
+    ),
+    "STRIPE_KEY": (
+        "stripe.api_key = 'sk_live_Zx9T2mQ4rL7vB1nK8pZ3cW6y'",
+        "sk_live_Zx9T2mQ4rL7vB1nK8pZ3cW6y",
+    ),
+    "OPENAI_API_KEY": (
+        "OPENAI=sk-proj-Zx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4uI7oRJx9T",
+        "sk-proj-Zx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4uI7oRJx9T",
+    ),
+    "URL_PASSWORD": (
+        "DATABASE_URL=postgres://app:Tq7!vR2mLx9@db.internal:5432/prod",
+        "Tq7!vR2mLx9",
+    ),
+    "GENERIC_SECRET": ('{"client_secret": "Zx9T2mQ4rL7vB1nK"}', "Zx9T2mQ4rL7vB1nK"),
+}
+
+
+@pytest.mark.parametrize("entity", sorted(SECRETS))
+def test_each_secret_type_is_found_with_its_own_span(entity):
+    text, value = SECRETS[entity]
+    assert (entity, value) in texts(text)
+
+
+def test_jwts_and_private_keys_are_found_whole():
+    header = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(b'{"sub":"alice","exp":1800000000}').rstrip(b"=").decode()
+    jwt = f"{header}.{body}.c2lnbmF0dXJlLWJ5dGVzLWhlcmUtMTIzNDU2Nzg5MA"
+    assert ("JWT", jwt) in texts(f"Authorization: Bearer {jwt}")
+    pem = (
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2a\n"
+        "E4uI7oRJx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4uI7oR==\n-----END RSA PRIVATE KEY-----"
+    )
+    assert ("PRIVATE_KEY", pem) in texts(f"key file:\n{pem}\n")
+
+
+@pytest.mark.parametrize(
+    "text, entity, value",
+    [
+        ("Contact alice.smith@example.com today", "EMAIL_ADDRESS", "alice.smith@example.com"),
+        ("card 4111 1111 1111 1111 exp 12/29", "CREDIT_CARD", "4111 1111 1111 1111"),
+        ("IBAN DE89 3704 0044 0532 0130 00", "IBAN_CODE", "DE89 3704 0044 0532 0130 00"),
+        ("SSN: 536-22-1847", "US_SSN", "536-22-1847"),
+    ],
+)
+def test_pii_is_found(text, entity, value):
+    assert (entity, value) in texts(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password=changeme",
+        "api_key: <your-api-key>",
+        "token = ${GITHUB_TOKEN}",
+        "use sk-learn for the model",
+        "order 4111 1111 1111 1112 shipped",  # fails Luhn
+        "IBAN DE00 3704 0044 0532 0130 00",  # bad checksum
+        "commit 3f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39",
+        "request id 123e4567-e89b-12d3-a456-426614174000",
+    ],
+)
+def test_placeholders_and_look_alikes_are_not_findings(text):
+    assert texts(text) == []
+
+
+# ------------------------------------------------------------------ where it looks
+
+
+def test_every_leaf_is_scanned_with_its_path():
+    payload = {
+        "to": "bob@example.com",
+        "cc": ["x", {"note": "card 4111-1111-1111-1111"}],
+        "amount": 4111111111111111,  # a card number sent as a number
+        "headers": {"X-Api-Key": "sk_live_Zx9T2mQ4rL7vB1nK8pZ3cW6y"},
+        "sk_live_Zx9T2mQ4rL7vB1nK8pZ3cW6y": "a secret used as a key",
+    }
+    assert found(payload) == {
+        ("EMAIL_ADDRESS", "$.to"),
+        ("CREDIT_CARD", "$.cc[1].note"),
+        ("CREDIT_CARD", "$.amount"),
+        ("STRIPE_KEY", '$.headers["X-Api-Key"]'),
+        ("STRIPE_KEY", "$.sk_live_Zx9T2mQ4rL7vB1nK8pZ3cW6y<key>"),
+    }
+
+
+def test_json_inside_a_string_is_walked_for_what_its_text_hides():
+    inner = json.dumps({"user": {"email": "carol\u0040example.org"}, "n": 1}, ensure_ascii=True)
+    escaped = inner.replace("@", "\\u0040")
+    assert found({"body": escaped}) == {("EMAIL_ADDRESS", "$.body<json>.user.email")}
+    plain = json.dumps({"email": "carol@example.org"})
+    assert found({"body": plain}) == {("EMAIL_ADDRESS", "$.body")}  # once, not twice
+
+
+def test_form_bodies_are_scanned_per_field():
+    body = "to=alice%40example.com&subject=hi&token=ghp_Zx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4u"
+    assert found({"body": body}) == {
+        ("EMAIL_ADDRESS", "$.body<form>.to"),
+        ("GITHUB_TOKEN", "$.body<form>.token"),
+    }
+
+
+@pytest.mark.parametrize(
+    "text, encoded, encoding",
+    [
+        ("send to dana%40partner.example now", "dana%40partner.example", "url"),
+        ("Reply to dana=40partner.example please", "dana=40partner.example", "qp"),
+        ("card 4111 1111 11=\n11 1111 split by a soft line break", None, "qp"),
+        (
+            "blob " + base64.b64encode(b"contact dana@partner.example").decode(),
+            base64.b64encode(b"contact dana@partner.example").decode(),
+            "base64",
+        ),
+    ],
+)
+def test_encoded_content_is_decoded_and_pointed_at_as_sent(text, encoded, encoding):
+    hits = [f for f in SCANNER.scan_text(text) if f.encoding == encoding]
+    assert hits, SCANNER.scan_text(text)
+    if encoded is not None:
+        assert text[hits[0].start : hits[0].end] == encoded
+
+
+def test_findings_describe_without_values():
+    [finding] = SCANNER.scan({"to": "bob@example.com"})
+    assert finding.describe() == {"type": "EMAIL_ADDRESS", "path": "$.to", "encoding": None}
+    assert "bob" not in repr(finding.describe())
+
+
+# ------------------------------------------------------------------ bounded, fail closed
+
+
+def test_pathological_email_input_is_linear():
+    dotted = "a." * 20_000 + "@example.com"
+    started = time.monotonic()
+    SCANNER.scan_text(dotted)
+    assert time.monotonic() - started < 2.0
+
+
+def test_long_digit_runs_and_binary_are_cheap():
+    for text in ("1" * 100_000, "\x00\xff" * 50_000, "=" * 100_000, "%" * 100_000):
+        started = time.monotonic()
+        SCANNER.scan_text(text)
+        assert time.monotonic() - started < 3.0, repr(text[:5])
+
+
+@pytest.mark.parametrize(
+    "payload, scanner",
+    [
+        ("x" * 2_000_001, Scanner(max_chars=2_000_000)),
+        ({"a": [{"b": [{}]}] * 1}, Scanner(max_depth=2)),
+        ({f"k{i}": "v" for i in range(50)}, Scanner(max_leaves=40)),
+        ({"a": object()}, Scanner()),
+    ],
+)
+def test_payloads_that_cannot_be_fully_scanned_fail_closed(payload, scanner):
+    with pytest.raises(ScanIncomplete):
+        scanner.scan(payload)
+
+
+def test_a_scan_that_runs_out_of_time_fails_closed():
+    with pytest.raises(ScanIncomplete):
+        Scanner(time_budget=0.000_001).scan({"a": "alice@example.com " * 2000})
+
+
+def test_importing_agentguard_does_not_load_presidio():
+    code = "import sys, agentguard, agentguard.dlp; print('presidio_analyzer' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_entropy():
+    assert entropy("aaaa") == 0
+    assert entropy("abcd") == 2
