@@ -32,6 +32,7 @@ class Level(str, Enum):
     RISK = "risk"
     CONFIRMATION = "confirmation"
     PROVENANCE = "provenance"  # arguments carrying values from untrusted content
+    DLP = "dlp"  # personal data or secrets in an outbound payload
     INTERNAL = "internal"  # the guard itself failed: fail closed
 
 

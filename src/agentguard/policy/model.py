@@ -215,6 +215,88 @@ class ToolContentSettings(_Strict):
     injection: InjectionThresholds | None = None
 
 
+DlpAction = Literal["allow", "redact", "mask", "hash", "pseudonymize", "approve", "block"]
+DlpEntity = Annotated[str, StringConstraints(pattern=r"^(?:[A-Z][A-Z0-9_]{1,63}|\*)$")]
+# A field path as the scanner reports it, without "$.": `to`, `cc[*]`, `headers.*`,
+# `body<form>.to`, `payload.**`; `[*]` is any index, `*` one key, `**` any depth.
+DlpField = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+_SECRET_TYPES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "GCP_API_KEY",
+    "GCP_SERVICE_ACCOUNT_KEY",
+    "AZURE_STORAGE_KEY",
+    "AZURE_CLIENT_SECRET",
+    "GITHUB_TOKEN",
+    "GITLAB_TOKEN",
+    "SLACK_TOKEN",
+    "SLACK_WEBHOOK",
+    "STRIPE_KEY",
+    "OPENAI_API_KEY",
+    "JWT",
+    "PRIVATE_KEY",
+    "URL_PASSWORD",
+    "GENERIC_SECRET",
+)
+
+
+def default_dlp_actions() -> dict[str, DlpAction]:
+    """Secrets and payment/identity numbers never leave; contact details need a yes."""
+    actions: dict[str, DlpAction] = dict.fromkeys(_SECRET_TYPES, "block")
+    actions.update(
+        {
+            "CREDIT_CARD": "block",
+            "US_SSN": "block",
+            "IBAN_CODE": "approve",
+            "EMAIL_ADDRESS": "approve",
+            "PHONE_NUMBER": "approve",
+            "IP_ADDRESS": "allow",
+            "PERSON": "allow",
+            "LOCATION": "allow",
+            "ORGANIZATION": "allow",
+            "NRP": "allow",
+        }
+    )
+    return actions
+
+
+class DlpSettings(_Strict):
+    """What outbound payloads are scanned for, and what happens to what is found."""
+
+    enabled: bool = True
+    profile: Literal["patterns", "ner"] = "patterns"
+    scan: Literal["egress", "all"] = Field(
+        default="egress", description="which tools' arguments are scanned: egress tools, or all"
+    )
+    entities: dict[DlpEntity, DlpAction] = Field(default_factory=default_dlp_actions)
+    default_action: DlpAction = Field(
+        default="block", description="for entity types not listed in `entities`"
+    )
+    approval: Confirmation = Field(
+        default=Confirmation.CONFIRM, description="who says yes when an action is 'approve'"
+    )
+    max_chars: int = Field(default=1_000_000, gt=0, le=50_000_000)
+    time_budget_ms: int = Field(default=2_000, gt=0, le=60_000)
+
+    @model_validator(mode="after")
+    def _approval_kind(self) -> DlpSettings:
+        if self.approval in (Confirmation.NONE, Confirmation.NOT_ALLOWED_FOR_AI):
+            raise ValueError("dlp.approval must name who approves (confirm, step_up, ...)")
+        return self
+
+
+class ToolDlpSettings(_Strict):
+    """Per-tool DLP: force scanning on or off, and actions per entity and per field."""
+
+    scan: bool | None = Field(default=None, description="unset: the policy's `dlp.scan` decides")
+    entities: dict[DlpEntity, DlpAction] = Field(default_factory=dict)
+    fields: dict[DlpField, dict[DlpEntity, DlpAction]] = Field(
+        default_factory=dict,
+        description="field path -> entity (or '*') -> action; the most specific rule wins",
+    )
+
+
 class ToolPolicy(_Strict):
     """Everything the guard needs to know about one tool."""
 
@@ -240,6 +322,7 @@ class ToolPolicy(_Strict):
     ] = Field(default_factory=dict)
     max_args_bytes: int | None = Field(default=None, gt=0)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    dlp: ToolDlpSettings = Field(default_factory=ToolDlpSettings)
 
 
 class RolePolicy(_Strict):
@@ -343,6 +426,7 @@ class Policy(_Strict):
     limits: Limits = Field(default_factory=Limits)
     content: ContentSettings = Field(default_factory=ContentSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    dlp: DlpSettings = Field(default_factory=DlpSettings)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
