@@ -50,6 +50,7 @@ bench: $(DEVSTAMP) services
 	$(BIN)/python benchmarks/injection_detection.py
 	$(BIN)/python benchmarks/memory_overhead.py
 	$(BIN)/python benchmarks/mcp_signing.py
+	$(BIN)/python benchmarks/dlp_detection.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

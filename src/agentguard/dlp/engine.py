@@ -38,6 +38,10 @@ CONTEXT_BOOST = 0.4
 CONTEXT_CHARS = 48  # characters either side searched for a recognizer's context words
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP")
 PHONE_REGIONS = ("US", "GB", "DE", "FR")
+_CARD = (
+    r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(2[2-7]\d{2})|(6\d{3})|(1\d{3})|(3\d{3}))"
+    r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b"
+)
 _SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
 
 
@@ -71,17 +75,17 @@ class Detector:
     """Runs every recognizer of a profile over a text; built once per profile and reused."""
 
     def __init__(self, profile: Profile = "patterns", *, pattern_timeout: int = 2) -> None:
-        from presidio_analyzer import pattern_recognizer
+        from presidio_analyzer import Pattern, pattern_recognizer
         from presidio_analyzer.predefined_recognizers import (
             CreditCardRecognizer,
             IbanRecognizer,
-            IpRecognizer,
             UsSsnRecognizer,
         )
 
         from agentguard.dlp.recognizers import (
-            EmailRecognizer,
-            PhoneRecognizer,
+            AgentguardEmailRecognizer,
+            AgentguardIpRecognizer,
+            AgentguardPhoneRecognizer,
             secret_recognizers,
         )
 
@@ -94,13 +98,15 @@ class Detector:
         if _WATCH not in logger.filters:
             logger.addFilter(_WATCH)
         self._windowed: list[Any] = [
-            CreditCardRecognizer(),
+            # Presidio's own pattern plus the 2-series Mastercard range (2221-2720); Luhn
+            # validation stays Presidio's.
+            CreditCardRecognizer(patterns=[Pattern("cards", _CARD, 0.3)]),
             UsSsnRecognizer(),
             IbanRecognizer(),
-            IpRecognizer(),
-            PhoneRecognizer(PHONE_REGIONS),
+            AgentguardIpRecognizer(),
+            AgentguardPhoneRecognizer(PHONE_REGIONS),
         ]
-        self._whole: list[Any] = [EmailRecognizer(), *secret_recognizers()]
+        self._whole: list[Any] = [AgentguardEmailRecognizer(), *secret_recognizers()]
         self._ner = _ner_analyzer() if profile == "ner" else None
         self.entities: tuple[str, ...] = tuple(
             dict.fromkeys(
@@ -132,7 +138,7 @@ class Detector:
             if getattr(_WATCH.local, "timed_out", False):
                 raise ScanTimeout("a Presidio pattern timed out: the text was not fully scanned")
             _check(deadline)
-        return _resolve(hits)
+        return resolve([h for h in hits if _plausible(h, text)])
 
 
 def _check(deadline: float | None) -> None:
@@ -165,8 +171,26 @@ def _with_context(window: str, start: int, end: int, score: float, words: Sequen
 _VAGUE = {"PHONE_NUMBER": 2, "GENERIC_SECRET": 1, "IP_ADDRESS": 1}
 
 
-def _resolve(hits: list[Hit]) -> list[Hit]:
-    """Drop duplicates and hits inside a longer or better hit."""
+def _plausible(hit: Hit, text: str) -> bool:
+    if hit.entity == "US_SSN":  # never issued: area 000, 666, 9xx (ITINs)
+        area = text[hit.start : hit.start + 3]
+        return not (area in ("000", "666") or area.startswith("9"))
+    return True
+
+
+def resolve(hits: list[Hit]) -> list[Hit]:
+    """Drop duplicates, hits inside a longer or better hit, and a generic secret wherever a
+    specific one was recognized (the generic rule runs on past a token it contains)."""
+    from agentguard.dlp.recognizers import SECRET_ENTITIES
+
+    specific = [h for h in hits if h.entity in SECRET_ENTITIES and h.entity != "GENERIC_SECRET"]
+    if specific:
+        hits = [
+            h
+            for h in hits
+            if h.entity != "GENERIC_SECRET"
+            or not any(s.start < h.end and h.start < s.end for s in specific)
+        ]
     ordered = sorted(
         set(hits), key=lambda h: (h.start, -(h.end - h.start), -h.score, _VAGUE.get(h.entity, 0))
     )

@@ -32,8 +32,9 @@ from agentguard.dlp.errors import ScanTimeout
 
 __all__ = [
     "SECRET_ENTITIES",
-    "EmailRecognizer",
-    "PhoneRecognizer",
+    "AgentguardEmailRecognizer",
+    "AgentguardIpRecognizer",
+    "AgentguardPhoneRecognizer",
     "ScanTimeout",
     "SecretRecognizer",
     "secret_recognizers",
@@ -52,10 +53,11 @@ class Rule:
     score: float
     validate: Validator | None = None
     flags: int = 0
+    requires: str | None = None  # a substring the text must contain for the rule to run
 
 
 _PLACEHOLDER = re.compile(
-    r"(?i)^(?:x+|\*+|\.+|-+|_+|0+|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%[^%]*%|"
+    r"(?i)^(?:x+|\*+|\.+|-+|_+|0+|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%[^%]*%|\$[A-Z_]+|"
     r".*(?:changeme|change_me|your[_-]?|example|placeholder|redacted|dummy|sample|"
     r"xxxx|todo|replace|secret_here|password_here|insert).*)$"
 )
@@ -70,6 +72,15 @@ def entropy(value: str) -> float:
 
 def _not_placeholder(value: str) -> bool:
     return not _PLACEHOLDER.match(value)
+
+
+def _random(min_bits: float = 3.0) -> Validator:
+    """A token's variable part looks random: not a placeholder, not a documented example."""
+
+    def check(value: str) -> bool:
+        return _not_placeholder(value) and entropy(value) >= min_bits
+
+    return check
 
 
 def _high_entropy(min_len: int = 12, min_bits: float = 3.0) -> Validator:
@@ -89,6 +100,19 @@ def _high_entropy(min_len: int = 12, min_bits: float = 3.0) -> Validator:
     return check
 
 
+_CODE_REF = re.compile(r"^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+(?:\(.*)?$")
+_PATH = re.compile(r"^[a-z0-9_.-]*(?:/[a-z0-9_.-]+)+/?$")
+
+
+def _generic_value(value: str) -> bool:
+    """A secret-looking value, not a URL, a path, a code reference or a placeholder."""
+    if "://" in value or value.startswith(("/", "./", "~", "${", "{{", "<", "%(")):
+        return False
+    if _CODE_REF.match(value) or _PATH.match(value):
+        return False
+    return _high_entropy(10, 3.0)(value)
+
+
 def _jwt(value: str) -> bool:
     head = value.split(".", 1)[0]
     try:
@@ -104,13 +128,25 @@ def _mixed(value: str) -> bool:
         any(c.isdigit() for c in value)
         and any(c.isalpha() for c in value)
         and entropy(value) >= 3.0
+        and _not_placeholder(value)
     )
 
 
 # Names a secret is assigned to; the pattern starts with them so the engine can skip ahead.
 _NAME = (
     r"(?:api[_.-]?key|apikey|secret|token|passw(?:or)?d|pwd|passphrase|private[_.-]?key|"
-    r"credentials?|signing[_.-]?key|encryption[_.-]?key)"
+    r"credentials?|(?:signing|encryption|auth|hmac|jwt|session|master|app)[_.-]?key)"
+)
+# ...unless the name says the value is something else: an id, a URL, a file, a count.
+_HARMLESS_SUFFIX = (
+    r"(?![A-Za-z0-9_.-]{0,30}?(?i:_?(?:id|ids|uri|url|urls|endpoint|name|names|path|file|"
+    r"type|audience|header|length|len|count|expiry|expires|ttl|version|izer|izers|policy|"
+    r"reset|hint|field|prefix|format|provider|store|manager|label)\b))"
+)
+# Quoted: anything up to the closing quote; bare: up to a separator (and not a call).
+_VALUE = (
+    r"(?:(?P<q>[\"'`])(?P<v>[^\"'`\r\n]{8,256})(?P=q)"
+    r"|(?P<v>[^\s\"'`,;<>{}\[\]&]{8,256})(?!\())"
 )
 
 RULES: tuple[Rule, ...] = (
@@ -118,62 +154,94 @@ RULES: tuple[Rule, ...] = (
         "AWS_ACCESS_KEY_ID",
         r"\b(?P<v>(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16})\b",
         0.95,
+        _random(3.0),
     ),
     Rule(
         "AWS_SECRET_ACCESS_KEY",
-        r"(?i:aws[_.-]?secret[_.-]?access[_.-]?key|aws[_.-]?secret[_.-]?key|secret[_.-]?access[_.-]?key)"
+        r"(?i:aws[_.-]?secret[_.-]?access[_.-]?key|aws[_.-]?secret[_.-]?key|"
+        r"secret[_.-]?access[_.-]?key)"
         r"[\"']?\s{0,4}(?:=|:|=>|\s)\s{0,4}[\"']?(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
         0.95,
         _high_entropy(40, 3.5),
     ),
-    Rule("GCP_API_KEY", r"\b(?P<v>AIza[0-9A-Za-z_-]{35})(?![0-9A-Za-z_-])", 0.95),
+    Rule(
+        "AWS_SECRET_ACCESS_KEY",
+        r"\b(?:AKIA|ASIA)[A-Z0-9]{16}:(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+        0.95,
+        _high_entropy(40, 3.5),
+    ),
+    Rule("GCP_API_KEY", r"\b(?P<v>AIza[0-9A-Za-z_-]{35})(?![0-9A-Za-z_-])", 0.95, _random(3.0)),
     Rule(
         "GCP_SERVICE_ACCOUNT_KEY",
         r"\"private_key\"\s{0,4}:\s{0,4}\"(?P<v>-----BEGIN (?:RSA )?PRIVATE KEY-----"
         r"(?:\\n|[A-Za-z0-9+/=\s]){20,8000}?-----END (?:RSA )?PRIVATE KEY-----(?:\\n)?)\"",
         0.99,
+        requires="service_account",
     ),
     Rule(
         "AZURE_STORAGE_KEY",
-        r"(?i:AccountKey|SharedAccessKey)\s{0,2}=\s{0,2}(?P<v>[A-Za-z0-9+/]{43,86}={0,2})(?![A-Za-z0-9+/=])",
+        r"(?i:AccountKey|SharedAccessKey)\s{0,2}=\s{0,2}(?P<v>[A-Za-z0-9+/]{43,86}={0,2})"
+        r"(?![A-Za-z0-9+/=])",
         0.95,
         _high_entropy(40, 4.0),
     ),
+    Rule(  # a storage account key anywhere: 64 random bytes, base64 (not an SRI digest)
+        "AZURE_STORAGE_KEY",
+        r"(?<![A-Za-z0-9+/])(?<!sha512-)(?P<v>[A-Za-z0-9+/]{86}==)(?![A-Za-z0-9+/=])",
+        0.85,
+        _high_entropy(80, 4.5),
+    ),
     Rule(
         "AZURE_CLIENT_SECRET",
-        r"(?<![A-Za-z0-9_~.-])(?P<v>[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})(?![A-Za-z0-9_~.-])",
+        r"(?<![A-Za-z0-9_~.-])(?P<v>[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})"
+        r"(?![A-Za-z0-9_~.-])",
         0.9,
+        _random(3.0),
     ),
     Rule(
         "GITHUB_TOKEN",
-        r"\b(?P<v>(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82}))(?![A-Za-z0-9_])",
+        r"(?<![A-Za-z0-9_])(?P<v>(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82}))"
+        r"(?![A-Za-z0-9_])",
         0.99,
+        _random(3.0),
     ),
-    Rule("GITLAB_TOKEN", r"\b(?P<v>glpat-[A-Za-z0-9_-]{20})(?![A-Za-z0-9_-])", 0.99),
+    Rule(
+        "GITLAB_TOKEN",
+        r"(?<![A-Za-z0-9_-])(?P<v>glpat-[A-Za-z0-9_-]{20})(?![A-Za-z0-9_-])",
+        0.99,
+        _random(3.0),
+    ),
     Rule(
         "SLACK_TOKEN",
-        r"\b(?P<v>xox[abposr]-(?:[0-9]{8,13}-){1,3}[A-Za-z0-9-]{8,64})(?![A-Za-z0-9-])",
+        r"(?<![A-Za-z0-9-])(?P<v>(?:xox[abposr]-(?:[0-9]{8,13}-){1,3}[A-Za-z0-9-]{8,64}|"
+        r"xapp-[0-9]-[A-Z0-9]{8,16}-[0-9]{8,16}-[a-f0-9]{32,80}))(?![A-Za-z0-9-])",
         0.99,
+        _random(3.0),
     ),
     Rule(
         "SLACK_WEBHOOK",
-        r"(?P<v>https://hooks\.slack\.com/(?:services|workflows)/T[A-Z0-9]{6,12}/[A-Z0-9]{6,12}/[A-Za-z0-9]{16,32})",
+        r"(?P<v>https://hooks\.slack\.com/(?:services|workflows)/T[A-Z0-9]{6,12}/"
+        r"[A-Z0-9]{6,12}/[A-Za-z0-9]{16,32})",
         0.99,
+        _random(3.0),
     ),
-    Rule(
+    Rule(  # publishable keys (pk_) are public by design
         "STRIPE_KEY",
-        r"\b(?P<v>(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{24,99})(?![A-Za-z0-9])",
+        r"(?<![A-Za-z0-9_])(?P<v>(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{24,99})(?![A-Za-z0-9])",
         0.99,
+        _random(3.0),
     ),
     Rule(
         "OPENAI_API_KEY",
-        r"(?<![A-Za-z0-9_-])(?P<v>sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,200})(?![A-Za-z0-9_-])",
+        r"(?<![A-Za-z0-9_-])(?P<v>sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,200})"
+        r"(?![A-Za-z0-9_-])",
         0.9,
         _mixed,
     ),
     Rule(
         "JWT",
-        r"(?<![A-Za-z0-9_-])(?P<v>eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,8000}\.[A-Za-z0-9_-]{8,2000})(?![A-Za-z0-9_-])",
+        r"(?<![A-Za-z0-9_-])(?P<v>eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,8000}\."
+        r"[A-Za-z0-9_-]{8,2000})(?![A-Za-z0-9_-])",
         0.95,
         _jwt,
     ),
@@ -181,21 +249,30 @@ RULES: tuple[Rule, ...] = (
         "PRIVATE_KEY",
         r"(?P<v>-----BEGIN "
         r"(?P<k>(?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?)-----"
-        r"[A-Za-z0-9+/=\s:,.-]{16,16000}?-----END (?P=k)-----)",
+        r"(?:\\n|[A-Za-z0-9+/=\s:,.-]){16,16000}?-----END (?P=k)-----)",
         0.99,
     ),
     Rule(
         "URL_PASSWORD",
-        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/?#@\"'<>]{1,128}:(?P<v>[^\s/?#@\"'<>]{1,128})@[A-Za-z0-9.-]",
+        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/?#@\"'<>]{0,128}:"
+        r"(?P<v>[^\s/?#@\"'<>]{1,128})@[A-Za-z0-9.-]",
         0.9,
         _not_placeholder,
     ),
     Rule(
         "GENERIC_SECRET",
-        _NAME + r"[A-Za-z0-9_.-]{0,30}[\"']?\s{0,4}(?:=|:|=>|:=)\s{0,4}"
-        r"(?P<q>[\"'`]?)(?P<v>[^\s\"'`,;<>{}()\[\]]{8,256})(?P=q)",
+        _NAME + _HARMLESS_SUFFIX + r"[A-Za-z0-9_.-]{0,30}[\"']?\s{0,4}(?:=|:|=>|:=)\s{0,4}"
+        r"(?:\[\]byte\()?" + _VALUE,
         0.8,
-        _high_entropy(10, 3.0),
+        _generic_value,
+        regex.IGNORECASE,
+    ),
+    Rule(  # define('DB_PASSWORD', '...'), --password value, -p=value
+        "GENERIC_SECRET",
+        r"(?:define\(\s{0,4}['\"][A-Za-z0-9_]{0,30}" + _NAME + r"[A-Za-z0-9_]{0,30}['\"]"
+        r"\s{0,4},\s{0,4}|--" + _NAME + r"[A-Za-z0-9_-]{0,20}(?:\s{1,4}|=))" + _VALUE,
+        0.8,
+        _generic_value,
         regex.IGNORECASE,
     ),
 )
@@ -222,6 +299,8 @@ class SecretRecognizer(EntityRecognizer):
         return list(self.matches(text))
 
     def matches(self, text: str) -> Iterable[RecognizerResult]:
+        if self.rule.requires is not None and self.rule.requires not in text:
+            return
         try:
             for match in self._regex.finditer(text, timeout=PATTERN_TIMEOUT):
                 group = "v" if "v" in self._regex.groupindex else 0
@@ -238,6 +317,8 @@ _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 _DOMAIN = regex.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
 )
+# `icon@2x.png` is a file name, not an address
+_FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "css", "js", "ico"})
 _IN_URL = regex.compile(r"://[^\s/@]{0,256}$")
 
 
@@ -253,7 +334,7 @@ def _local_start(text: str, at: int) -> int | None:
     return i
 
 
-class EmailRecognizer(EntityRecognizer):
+class AgentguardEmailRecognizer(EntityRecognizer):
     """Email addresses in linear time: anchored on each `@`, bounded on both sides."""
 
     def __init__(self) -> None:
@@ -274,7 +355,10 @@ class EmailRecognizer(EntityRecognizer):
             right = _DOMAIN.match(text, at + 1, min(len(text), at + 256))
             # user:password@host in a URL is a credential (URL_PASSWORD), not an address
             in_url = _IN_URL.search(text, max(0, at - 260), at) is not None
-            if start is not None and right is not None and not in_url:
+            is_file = (
+                right is not None and right.group().rsplit(".", 1)[-1].lower() in _FILE_SUFFIXES
+            )
+            if start is not None and right is not None and not in_url and not is_file:
                 out.append(RecognizerResult("EMAIL_ADDRESS", start, right.end(), 0.9))
             at = text.find("@", at + 1)
         return out
@@ -283,17 +367,21 @@ class EmailRecognizer(EntityRecognizer):
 _PHONE = regex.compile(
     r"(?<![\w+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]?\d{2,5}){1,4}(?![\w-])"
 )
+_NANP = regex.compile(r"^(?:\+?1[ .-]?)?\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}$")
+_DATE_LIKE = regex.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 
 
-class PhoneRecognizer(EntityRecognizer):
-    """Phone numbers: cheap candidates first, then `phonenumbers` validation for each region.
+class AgentguardPhoneRecognizer(EntityRecognizer):
+    """Phone numbers: cheap candidates, a shape or context test, then `phonenumbers`.
 
-    Presidio's phone recognizer runs `phonenumbers`' matcher over the whole text once per
-    region, the slowest part of a pattern scan; validating candidates is several times cheaper
-    and finds the same numbers.
+    A candidate counts when it is written as a phone number (international `+`, or a
+    North American `(415) 555-2671` shape) or has a phone word nearby; bare digit runs (order
+    numbers, account ids, dates) are not parsed at all. Presidio's recognizer runs
+    `phonenumbers`' matcher over the whole text once per region, the slowest part of a scan,
+    and reports those digit runs.
     """
 
-    CONTEXT = ("phone", "tel", "mobile", "cell", "call", "fax")
+    CONTEXT = ("phone", "tel", "mobile", "cell", "call", "fax", "whatsapp", "sms")
 
     def __init__(self, regions: Iterable[str] = ("US", "GB", "DE", "FR")) -> None:
         self.regions = tuple(regions)
@@ -315,14 +403,23 @@ class PhoneRecognizer(EntityRecognizer):
             return []
         out: list[RecognizerResult] = []
         verdicts: dict[str, bool] = {}  # per call only: phone numbers are not kept around
+        lowered: str | None = None
         try:
             for match in _PHONE.finditer(text, timeout=PATTERN_TIMEOUT):
                 candidate = match.group()
+                if _DATE_LIKE.match(candidate):
+                    continue
+                if not (candidate.startswith("+") or _NANP.match(candidate)):
+                    if lowered is None:
+                        lowered = text.lower()
+                    near = lowered[max(0, match.start() - 40) : match.start()]
+                    if not any(word in near for word in self.CONTEXT):
+                        continue
                 valid = verdicts.get(candidate)
                 if valid is None:
                     valid = verdicts[candidate] = self._valid(phonenumbers, candidate)
                 if valid:
-                    out.append(RecognizerResult("PHONE_NUMBER", match.start(), match.end(), 0.5))
+                    out.append(RecognizerResult("PHONE_NUMBER", match.start(), match.end(), 0.6))
         except TimeoutError:
             raise ScanTimeout("PHONE_NUMBER pattern timed out") from None
         return out
@@ -337,6 +434,41 @@ class PhoneRecognizer(EntityRecognizer):
             except phonenumbers.NumberParseException:
                 continue
         return False
+
+
+_IPV4 = regex.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = regex.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+
+
+class AgentguardIpRecognizer(EntityRecognizer):
+    """IPv4 and IPv6 addresses: linear candidates validated by `ipaddress`."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["IP_ADDRESS"], name="agentguard_IP_ADDRESS")
+
+    def load(self) -> None:
+        return None
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        import ipaddress
+
+        if entities and "IP_ADDRESS" not in entities:
+            return []
+        out: list[RecognizerResult] = []
+        patterns = [_IPV4] if "::" not in text and text.count(":") < 2 else [_IPV4, _IPV6]
+        for pattern in patterns:
+            for match in pattern.finditer(text, timeout=PATTERN_TIMEOUT):
+                candidate = match.group()
+                if pattern is _IPV6 and (candidate.count(":") < 2 or len(candidate) < 3):
+                    continue
+                try:
+                    ipaddress.ip_address(candidate)
+                except ValueError:
+                    continue
+                out.append(RecognizerResult("IP_ADDRESS", match.start(), match.end(), 0.6))
+        return out
 
 
 def secret_recognizers() -> list[EntityRecognizer]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import dataclasses
 import json
 import re
@@ -23,17 +24,22 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentguard.dlp.engine import Detector, Hit, Profile, detector
+from agentguard.dlp.engine import Detector, Hit, Profile, detector, resolve
 from agentguard.dlp.errors import ScanIncomplete
 
 __all__ = ["Finding", "ScanIncomplete", "Scanner"]
 
 _TOKEN = re.compile(r"[^\s\"'<>]+")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-_QP = re.compile(r"=(?:[0-9A-F]{2}|\r?\n)")
-_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/_=-])")
+# Quoted-printable: a soft line break, or an escape not followed by another hex digit (so
+# `per_page=100` and `card=2221...` are not taken for escapes).
+_QP = re.compile(r"=\r?\n|=[0-9A-F]{2}(?![0-9A-Fa-f])")
+_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{12,}={0,2}(?![A-Za-z0-9+/_=-])")
+# MIME base64: 76-character lines
+_B64_MIME = re.compile(r"(?:[A-Za-z0-9+/]{76}\r?\n)+[A-Za-z0-9+/]{4,76}={0,2}")
 _FORM = re.compile(r"^[^\s=&]{1,256}=[^\s&]*(?:&[^\s=&]{1,256}=[^\s&]*)+$")
-_MAX_DECODED = 64 * 1024  # characters decoded out of one leaf
+_MAX_DECODED = 64 * 1024
+_SEPARATOR = "\n\x00\n"  # characters decoded out of one leaf
 
 
 @dataclass(frozen=True)
@@ -130,18 +136,40 @@ class _Run:
             raise ScanIncomplete(f"payload is larger than {self.s.max_chars} characters")
         if not text:
             return
-        found: list[Finding] = []
-        seen: set[tuple[str, str]] = set()
-        for hit in self.s.detector.scan(text, deadline=self.deadline):
-            found.append(Finding(hit.entity, path, hit.start, hit.end, hit.score))
-            seen.add((hit.entity, text[hit.start : hit.end]))
+        raw = self.s.detector.scan(text, deadline=self.deadline)
+        seen = {(h.entity, text[h.start : h.end]) for h in raw}
+        decoded_hits: list[tuple[Hit, str]] = []
         if self.s.decode:
-            taken = [(f.start, f.end) for f in found]
-            for decoded, index, kind in _decodings(text, taken):
-                for hit in self.s.detector.scan(decoded, deadline=self.deadline):
-                    start, end = index(hit)
-                    found.append(Finding(hit.entity, path, start, end, hit.score, kind))
-                    seen.add((hit.entity, decoded[hit.start : hit.end]))
+            taken = [(h.start, h.end) for h in raw if h.entity != "GENERIC_SECRET"]
+            pieces = [p for p in _decodings(text, taken) if p[0]]
+            # One detector pass over all decoded pieces, joined by a separator no entity spans.
+            starts, joined, pos = [], [], 0
+            for decoded, _index, _kind in pieces:
+                starts.append(pos)
+                joined.append(decoded)
+                pos += len(decoded) + len(_SEPARATOR)
+            hits = self.s.detector.scan(_SEPARATOR.join(joined), deadline=self.deadline)
+            for hit in hits if pieces else ():
+                i = bisect.bisect_right(starts, hit.start) - 1
+                decoded, index, kind = pieces[i]
+                local = Hit(hit.entity, hit.start - starts[i], hit.end - starts[i], hit.score)
+                if local.end > len(decoded):
+                    continue  # ran across the separator
+                start, end = index(local)
+                decoded_hits.append((Hit(hit.entity, start, end, hit.score), kind))
+                seen.add((hit.entity, decoded[local.start : local.end]))
+        # What decoding found where the plain text already showed it is the same finding.
+        decoded_hits = [
+            (h, kind)
+            for h, kind in decoded_hits
+            if not any(r.start < h.end and h.start < r.end and r.entity == h.entity for r in raw)
+        ]
+        kinds = {(h.start, h.end, h.entity): kind for h, kind in decoded_hits}
+        merged = resolve([*raw, *(h for h, _ in decoded_hits)])
+        found = [
+            Finding(h.entity, path, h.start, h.end, h.score, kinds.get((h.start, h.end, h.entity)))
+            for h in merged
+        ]
         fields = _form_fields(text)
         if fields:
             found = [_in_field(f, fields) for f in found]
@@ -197,26 +225,72 @@ def _decodings(text: str, taken: list[tuple[int, int]]) -> Iterator[tuple[str, A
 
     Base64 runs inside something already found (a JWT, a key) are not decoded again.
     """
-    if "%" in text and _PERCENT.search(text):
+    if ("%" in text and _PERCENT.search(text)) or ("+" in text and "=" in text):
         for m in _TOKEN.finditer(text):  # linear: tokens first, then the ones with escapes
-            if _PERCENT.search(m.group()):
+            token = m.group()
+            if _PERCENT.search(token) or ("+" in token and "=" in token):
                 decoded, offsets = _unescape(m.group(), m.start(), "%", plus=True)
                 yield decoded, _mapper(offsets), "url"
     if "=" in text and _QP.search(text):
-        decoded, offsets = _unescape(text, 0, "=", plus=False)
-        yield decoded, _mapper(offsets), "qp"
+        for start, end in _qp_blocks(text):  # only the lines that carry escapes
+            decoded, offsets = _unescape(text[start:end], start, "=", plus=False)
+            yield decoded, _mapper(offsets), "qp"
     budget = _MAX_DECODED
+    runs = list(_B64_MIME.finditer(text)) if "\n" in text else []
+    mime = _Spans([(m.start(), m.end()) for m in runs])
+    busy = _Spans(taken)
+    for m in runs:
+        joined = re.sub(r"\r?\n", "", m.group())
+        decoded_mime = _b64_text(joined)
+        if decoded_mime is not None:
+            budget -= len(decoded_mime)
+            span = m.span()
+            yield decoded_mime, (lambda _hit, span=span: span), "base64"
     for m in _B64_RUN.finditer(text):
-        raw = m.group()
         if budget <= 0:
             break
-        if any(s < m.end() and m.start() < e for s, e in taken):
+        if mime.overlaps(m.start(), m.end()) or busy.overlaps(m.start(), m.end()):
             continue
+        raw = m.group()
         decoded_b64 = _b64_text(raw)
         if decoded_b64 is not None:
             budget -= len(decoded_b64)
             span = m.span()
             yield decoded_b64, (lambda _hit, span=span: span), "base64"
+
+
+class _Spans:
+    """Sorted, merged spans with an O(log n) overlap test."""
+
+    def __init__(self, spans: list[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self.starts = [m[0] for m in merged]
+        self.ends = [m[1] for m in merged]
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_right(self.starts, end - 1) - 1
+        return i >= 0 and self.ends[i] > start
+
+
+def _qp_blocks(text: str) -> Iterator[tuple[int, int]]:
+    """Runs of lines with quoted-printable escapes or soft line breaks (joined lines)."""
+    block: tuple[int, int] | None = None
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        end = pos + len(line)
+        if _QP.search(line):
+            block = (block[0], end) if block is not None else (pos, end)
+        elif block is not None:
+            yield block[0], end if text[block[1] - 2 : block[1]].endswith("=\n") else block[1]
+            block = None
+        pos = end
+    if block is not None:
+        yield block
 
 
 def _unescape(text: str, base: int, mark: str, *, plus: bool) -> tuple[str, list[int]]:
@@ -227,7 +301,10 @@ def _unescape(text: str, base: int, mark: str, *, plus: bool) -> tuple[str, list
     i, n = 0, len(text)
     while i < n and len(out) < _MAX_DECODED:
         c = text[i]
-        if c == mark and i + 2 < n + 1 and _hex2(text[i + 1 : i + 3]):
+        escape = c == mark and _hex2(text[i + 1 : i + 3])
+        if escape and mark == "=" and i + 3 < n and text[i + 3] in _HEX:
+            escape = False  # `=2221...`: a value, not a quoted-printable escape
+        if escape:
             out.append(chr(int(text[i + 1 : i + 3], 16)))
             offsets.append(base + i)
             i += 3
@@ -248,8 +325,11 @@ def _unescape(text: str, base: int, mark: str, *, plus: bool) -> tuple[str, list
     return decoded, offsets
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
 def _hex2(s: str) -> bool:
-    return len(s) == 2 and all(c in "0123456789abcdefABCDEF" for c in s)
+    return len(s) == 2 and s[0] in _HEX and s[1] in _HEX
 
 
 def _mapper(offsets: list[int]) -> Any:
