@@ -54,6 +54,9 @@ class Rule:
     validate: Validator | None = None
     flags: int = 0
     requires: str | None = None  # a substring the text must contain for the rule to run
+    # Substrings one of which every match contains (lowercase when the rule ignores case):
+    # a rule whose anchors are all absent is skipped without running its regex.
+    anchors: tuple[str, ...] = ()
 
 
 _PLACEHOLDER = re.compile(
@@ -155,6 +158,7 @@ RULES: tuple[Rule, ...] = (
         r"\b(?P<v>(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16})\b",
         0.95,
         _random(3.0),
+        anchors=("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA"),
     ),
     Rule(
         "AWS_SECRET_ACCESS_KEY",
@@ -163,20 +167,29 @@ RULES: tuple[Rule, ...] = (
         r"[\"']?\s{0,4}(?:=|:|=>|\s)\s{0,4}[\"']?(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
         0.95,
         _high_entropy(40, 3.5),
+        anchors=("secret",),
     ),
     Rule(
         "AWS_SECRET_ACCESS_KEY",
         r"\b(?:AKIA|ASIA)[A-Z0-9]{16}:(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
         0.95,
         _high_entropy(40, 3.5),
+        anchors=("AKIA", "ASIA"),
     ),
-    Rule("GCP_API_KEY", r"\b(?P<v>AIza[0-9A-Za-z_-]{35})(?![0-9A-Za-z_-])", 0.95, _random(3.0)),
+    Rule(
+        "GCP_API_KEY",
+        r"\b(?P<v>AIza[0-9A-Za-z_-]{35})(?![0-9A-Za-z_-])",
+        0.95,
+        _random(3.0),
+        anchors=("AIza",),
+    ),
     Rule(
         "GCP_SERVICE_ACCOUNT_KEY",
         r"\"private_key\"\s{0,4}:\s{0,4}\"(?P<v>-----BEGIN (?:RSA )?PRIVATE KEY-----"
         r"(?:\\n|[A-Za-z0-9+/=\s]){20,8000}?-----END (?:RSA )?PRIVATE KEY-----(?:\\n)?)\"",
         0.99,
         requires="service_account",
+        anchors=("private_key",),
     ),
     Rule(
         "AZURE_STORAGE_KEY",
@@ -184,12 +197,14 @@ RULES: tuple[Rule, ...] = (
         r"(?![A-Za-z0-9+/=])",
         0.95,
         _high_entropy(40, 4.0),
+        anchors=("accountkey", "sharedaccesskey"),
     ),
     Rule(  # a storage account key anywhere: 64 random bytes, base64 (not an SRI digest)
         "AZURE_STORAGE_KEY",
         r"(?<![A-Za-z0-9+/])(?<!sha512-)(?P<v>[A-Za-z0-9+/]{86}==)(?![A-Za-z0-9+/=])",
         0.85,
         _high_entropy(80, 4.5),
+        anchors=("==",),
     ),
     Rule(
         "AZURE_CLIENT_SECRET",
@@ -197,6 +212,7 @@ RULES: tuple[Rule, ...] = (
         r"(?![A-Za-z0-9_~.-])",
         0.9,
         _random(3.0),
+        anchors=("Q~",),
     ),
     Rule(
         "GITHUB_TOKEN",
@@ -204,12 +220,14 @@ RULES: tuple[Rule, ...] = (
         r"(?![A-Za-z0-9_])",
         0.99,
         _random(3.0),
+        anchors=("gho_", "ghp_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
     Rule(
         "GITLAB_TOKEN",
         r"(?<![A-Za-z0-9_-])(?P<v>glpat-[A-Za-z0-9_-]{20})(?![A-Za-z0-9_-])",
         0.99,
         _random(3.0),
+        anchors=("glpat-",),
     ),
     Rule(
         "SLACK_TOKEN",
@@ -217,6 +235,7 @@ RULES: tuple[Rule, ...] = (
         r"xapp-[0-9]-[A-Z0-9]{8,16}-[0-9]{8,16}-[a-f0-9]{32,80}))(?![A-Za-z0-9-])",
         0.99,
         _random(3.0),
+        anchors=("xox", "xapp-"),
     ),
     Rule(
         "SLACK_WEBHOOK",
@@ -224,12 +243,14 @@ RULES: tuple[Rule, ...] = (
         r"[A-Z0-9]{6,12}/[A-Za-z0-9]{16,32})",
         0.99,
         _random(3.0),
+        anchors=("hooks.slack.com",),
     ),
     Rule(  # publishable keys (pk_) are public by design
         "STRIPE_KEY",
         r"(?<![A-Za-z0-9_])(?P<v>(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{24,99})(?![A-Za-z0-9])",
         0.99,
         _random(3.0),
+        anchors=("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
     ),
     Rule(
         "OPENAI_API_KEY",
@@ -237,6 +258,7 @@ RULES: tuple[Rule, ...] = (
         r"(?![A-Za-z0-9_-])",
         0.9,
         _mixed,
+        anchors=("sk-",),
     ),
     Rule(
         "JWT",
@@ -244,6 +266,7 @@ RULES: tuple[Rule, ...] = (
         r"[A-Za-z0-9_-]{8,2000})(?![A-Za-z0-9_-])",
         0.95,
         _jwt,
+        anchors=("eyJ",),
     ),
     Rule(
         "PRIVATE_KEY",
@@ -251,6 +274,7 @@ RULES: tuple[Rule, ...] = (
         r"(?P<k>(?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?)-----"
         r"(?:\\n|[A-Za-z0-9+/=\s:,.-]){16,16000}?-----END (?P=k)-----)",
         0.99,
+        anchors=("-----BEGIN",),
     ),
     Rule(
         "URL_PASSWORD",
@@ -258,6 +282,7 @@ RULES: tuple[Rule, ...] = (
         r"(?P<v>[^\s/?#@\"'<>]{1,128})@[A-Za-z0-9.-]",
         0.9,
         _not_placeholder,
+        anchors=("://",),
     ),
     Rule(
         "GENERIC_SECRET",
@@ -266,6 +291,7 @@ RULES: tuple[Rule, ...] = (
         0.8,
         _generic_value,
         regex.IGNORECASE,
+        anchors=("key", "secret", "token", "passw", "pwd", "passphrase", "credential"),
     ),
     Rule(  # define('DB_PASSWORD', '...'), --password value, -p=value
         "GENERIC_SECRET",
@@ -274,6 +300,7 @@ RULES: tuple[Rule, ...] = (
         0.8,
         _generic_value,
         regex.IGNORECASE,
+        anchors=("define(", "--"),
     ),
 )
 
@@ -286,6 +313,8 @@ class SecretRecognizer(EntityRecognizer):
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
         self._regex = regex.compile(rule.pattern, rule.flags)
+        # A rule that ignores case lists lowercase anchors and compares them with lowercased text.
+        self._folded = bool(rule.flags & regex.IGNORECASE) or "(?i" in rule.pattern
         super().__init__(supported_entities=[rule.entity], name=f"agentguard_{rule.entity}")
 
     def load(self) -> None:
@@ -301,6 +330,10 @@ class SecretRecognizer(EntityRecognizer):
     def matches(self, text: str) -> Iterable[RecognizerResult]:
         if self.rule.requires is not None and self.rule.requires not in text:
             return
+        if self.rule.anchors:
+            haystack = text.lower() if self._folded else text
+            if not any(a in haystack for a in self.rule.anchors):
+                return
         try:
             for match in self._regex.finditer(text, timeout=PATTERN_TIMEOUT):
                 group = "v" if "v" in self._regex.groupindex else 0
