@@ -8,10 +8,11 @@ Profiles:
   installed (see docs/dlp.md). Loading never downloads: a missing model is a configuration
   error. The pipeline is trimmed to what NER needs.
 
-Bounded time: Presidio's regexes run on windows of `WINDOW` characters (the entities they find
-are short), so a super-linear pattern stays cheap; a Presidio pattern that times out, which
-stock Presidio would skip with a log line, makes the scan fail (`ScanTimeout`). agentguard's own
-recognizers are linear and run over the whole text. A whole scan has a deadline.
+Bounded time: Presidio's regexes (cards, SSNs, IBANs) run on windows of `WINDOW` characters
+(the entities they find are short), so a super-linear pattern stays cheap; a Presidio pattern
+that times out, which stock Presidio would skip with a log line, makes the scan fail
+(`ScanTimeout`). agentguard's own recognizers are linear and run over the whole text. A whole
+scan has a deadline.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["Detector", "Hit", "Profile", "detector"]
 
 Profile = Literal["patterns", "ner"]
 
-WINDOW = 2048  # characters per Presidio call
+WINDOW = 4096  # characters per Presidio call
 OVERLAP = 160  # longer than any entity Presidio's pattern recognizers find
 THRESHOLD = 0.4  # minimum score after context
 CONTEXT_BOOST = 0.4
@@ -103,10 +104,13 @@ class Detector:
             CreditCardRecognizer(patterns=[Pattern("cards", _CARD, 0.3)]),
             UsSsnRecognizer(),
             IbanRecognizer(),
+        ]
+        self._whole: list[Any] = [
+            AgentguardEmailRecognizer(),
             AgentguardIpRecognizer(),
             AgentguardPhoneRecognizer(PHONE_REGIONS),
+            *secret_recognizers(),
         ]
-        self._whole: list[Any] = [AgentguardEmailRecognizer(), *secret_recognizers()]
         self._ner = _ner_analyzer() if profile == "ner" else None
         self.entities: tuple[str, ...] = tuple(
             dict.fromkeys(
@@ -122,7 +126,8 @@ class Detector:
         hits: list[Hit] = []
         for recognizer in self._whole:
             for r in recognizer.analyze(text, []):
-                hits.append(Hit(r.entity_type, r.start, r.end, r.score))
+                score = _with_context(text, r.start, r.end, r.score, recognizer.context)
+                hits.append(Hit(r.entity_type, r.start, r.end, score))
             _check(deadline)
         _WATCH.local.timed_out = False
         for offset, window in _windows(text):

@@ -31,6 +31,8 @@ __all__ = ["Finding", "ScanIncomplete", "Scanner"]
 
 _TOKEN = re.compile(r"[^\s\"'<>]+")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+# `key=a+b` (a form value with + for spaces), not base64 (`abc+def==`)
+_FORM_PLUS = re.compile(r"(?:^|[&?])[\w.\[\]-]{1,64}=[^\s&=]*\+")
 # Quoted-printable: a soft line break, or an escape not followed by another hex digit (so
 # `per_page=100` and `card=2221...` are not taken for escapes).
 _QP = re.compile(r"=\r?\n|=[0-9A-F]{2}(?![0-9A-Fa-f])")
@@ -228,7 +230,7 @@ def _decodings(text: str, taken: list[tuple[int, int]]) -> Iterator[tuple[str, A
     if ("%" in text and _PERCENT.search(text)) or ("+" in text and "=" in text):
         for m in _TOKEN.finditer(text):  # linear: tokens first, then the ones with escapes
             token = m.group()
-            if _PERCENT.search(token) or ("+" in token and "=" in token):
+            if _PERCENT.search(token) or ("+" in token and _FORM_PLUS.search(token)):
                 decoded, offsets = _unescape(m.group(), m.start(), "%", plus=True)
                 yield decoded, _mapper(offsets), "url"
     if "=" in text and _QP.search(text):
