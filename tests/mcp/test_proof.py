@@ -440,9 +440,15 @@ def test_any_change_to_any_byte_of_the_signed_content_fails(args, data):
         return  # not even JSON: the server's parser refuses it before any check
 
     def content(p: object) -> bytes:
-        # What the server acts on: absent arguments are the empty call ({}), by design.
-        if isinstance(p, dict) and isinstance(p.get("arguments", {}), dict):
-            p = {**p, "arguments": p.get("arguments") or {}}
+        # The signed content: name, arguments (absent counts as {}) and the proof. Other
+        # params are not covered (docs/mcp.md), so a byte flip that only renames a key into
+        # an unknown param and leaves the call the same is not a change of signed content.
+        if isinstance(p, dict):
+            p = {
+                "name": p.get("name"),
+                "arguments": p.get("arguments") or {},
+                "_meta": p.get("_meta"),
+            }
         return orjson.dumps(p, option=orjson.OPT_SORT_KEYS)
 
     # e.g. "\u001f" vs "\u001F", or a renamed empty "arguments": the same call, spelt otherwise
