@@ -626,6 +626,12 @@ class Guard:
                 "egress": bool(tool_policy and tool_policy.egress),
                 "stop_run": verdict.stop_run,
                 "decision_id": verdict.decision_id,
+                # DLP findings as type, field and action: never the values
+                **(
+                    {"dlp": list(dlp)[:64]}
+                    if (dlp := (verdict.annotations or {}).get("dlp_findings"))
+                    else {}
+                ),
             },
             policy_version=self.policy.version,
             **self._identity_fields(verdict),

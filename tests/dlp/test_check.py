@@ -201,3 +201,23 @@ def test_malformed_dlp_policies_are_refused(bad):
 
     with pytest.raises(PolicyError):
         policy(**bad)
+
+
+def test_findings_are_audited_as_types_and_fields_never_values():
+    from agentguard.audit import AuditLog, MemorySink
+
+    p = policy()
+    audit = AuditLog(MemorySink(), b"a" * 32)
+    guard = Guard(p, checks=[DlpCheck(p.dlp)], provenance=False, audit=audit)
+    ctx = CallContext(runtime_context={"principal": ALICE}, thread_id="t")
+    body = "call me at +1 415 555 2671, token " + KEY
+    for args in ({**EMAIL, "body": "call me at +1 415 555 2671"}, {**EMAIL, "body": body}):
+        guard.check({"name": "send_email", "args": args, "id": "c"}, ctx, TOOLS)
+    events = [e for e in audit.sink.records if e["event"] == "decision"]
+    assert events[0]["result"] == "allow_with"
+    assert events[0]["summary"]["dlp"] == [
+        {"entity": "PHONE_NUMBER", "path": "$.body", "action": "mask"}
+    ]
+    assert events[1]["result"] == "deny" and events[1]["reason"] == "dlp.blocked"
+    blob = json.dumps(events)
+    assert "2671" not in blob and KEY not in blob
