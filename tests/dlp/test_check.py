@@ -221,3 +221,11 @@ def test_findings_are_audited_as_types_and_fields_never_values():
     assert events[1]["result"] == "deny" and events[1]["reason"] == "dlp.blocked"
     blob = json.dumps(events)
     assert "2671" not in blob and KEY not in blob
+
+
+def test_the_ner_profile_without_an_installed_model_fails_at_start_up():
+    from agentguard.errors import ConfigurationError
+
+    p = policy(profile="ner")
+    with pytest.raises(ConfigurationError, match="spaCy English model"):
+        DlpCheck(p.dlp)

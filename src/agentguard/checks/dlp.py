@@ -107,6 +107,10 @@ class DlpCheck:
             max_chars=settings.max_chars,
             time_budget=settings.time_budget_ms / 1000,
         )
+        if settings.enabled and settings.profile == "ner" and scanner is None:
+            from agentguard.dlp.engine import spacy_model
+
+            spacy_model()  # fail at start-up, not on the first outbound call
         self.vault = vault or PseudonymVault()
         # Hashes are keyed: an unkeyed hash of an email address is guessed in seconds.
         self._hash_key = hash_key or secrets.token_bytes(32)

@@ -207,18 +207,25 @@ def resolve(hits: list[Hit]) -> list[Hit]:
     return out
 
 
-def _ner_analyzer() -> Any:
-    import spacy
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+def spacy_model() -> str:
+    """The installed spaCy English model the 'ner' profile uses; never downloads one."""
+    import importlib.util
 
-    name = next((m for m in _SPACY_MODELS if spacy.util.is_package(m)), None)
+    name = next((m for m in _SPACY_MODELS if importlib.util.find_spec(m) is not None), None)
     if name is None:
         raise ConfigurationError(
             "the 'ner' DLP profile needs a spaCy English model installed (see docs/dlp.md); "
             "nothing is downloaded at run time"
         )
+    return name
+
+
+def _ner_analyzer() -> Any:
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
+    name = spacy_model()
     engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": name}])
     engine.load()
     nlp = cast(Any, engine.nlp)["en"]
