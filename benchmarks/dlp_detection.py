@@ -48,25 +48,10 @@ from typing import Any
 
 from _bench import BenchError, Stats
 
+from agentguard.dlp.entities import SECRET_TYPES
+
 SAMPLES = Path(__file__).parent / "dlp_eval" / "samples.jsonl"
-SECRETS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "GCP_API_KEY",
-    "GCP_SERVICE_ACCOUNT_KEY",
-    "AZURE_STORAGE_KEY",
-    "AZURE_CLIENT_SECRET",
-    "GITHUB_TOKEN",
-    "GITLAB_TOKEN",
-    "SLACK_TOKEN",
-    "SLACK_WEBHOOK",
-    "STRIPE_KEY",
-    "OPENAI_API_KEY",
-    "JWT",
-    "PRIVATE_KEY",
-    "URL_PASSWORD",
-    "GENERIC_SECRET",
-)
+SECRETS = SECRET_TYPES
 GOALS = ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "IBAN_CODE", *SECRETS)
 RECALL_GOAL, PRECISION_GOAL = 0.98, 0.95
 P50_GOAL_US = {1024: 1500.0, 10240: 10000.0}

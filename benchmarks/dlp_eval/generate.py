@@ -35,29 +35,14 @@ from typing import Any
 
 from faker import Faker
 
+from agentguard.dlp.entities import PII_TYPES, SECRET_TYPES
+
 SEED = 20240515
 FAKER_VERSION = "40.54.0"  # the Faker release the committed samples.jsonl was generated with
 OUT = Path(__file__).with_name("samples.jsonl")
 
-PII = ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "PHONE_NUMBER", "IP_ADDRESS")
-SECRETS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "GCP_API_KEY",
-    "GCP_SERVICE_ACCOUNT_KEY",
-    "AZURE_STORAGE_KEY",
-    "AZURE_CLIENT_SECRET",
-    "GITHUB_TOKEN",
-    "GITLAB_TOKEN",
-    "SLACK_TOKEN",
-    "SLACK_WEBHOOK",
-    "STRIPE_KEY",
-    "OPENAI_API_KEY",
-    "JWT",
-    "PRIVATE_KEY",
-    "URL_PASSWORD",
-    "GENERIC_SECRET",
-)
+PII = PII_TYPES
+SECRETS = SECRET_TYPES
 ENTITIES = PII + SECRETS
 # Goal entities (recall >= 0.98, precision >= 0.95); PHONE_NUMBER and IP_ADDRESS are labelled
 # so that detectors reporting them are scored, but they carry no goal.

@@ -26,30 +26,15 @@ from typing import Any
 
 import pytest
 
+from agentguard.dlp.entities import PII_TYPES, SECRET_TYPES
+
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_DIR = ROOT / "benchmarks" / "dlp_eval"
 GENERATOR = EVAL_DIR / "generate.py"
 SAMPLES = EVAL_DIR / "samples.jsonl"
 
-PII = ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "PHONE_NUMBER", "IP_ADDRESS")
-SECRETS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "GCP_API_KEY",
-    "GCP_SERVICE_ACCOUNT_KEY",
-    "AZURE_STORAGE_KEY",
-    "AZURE_CLIENT_SECRET",
-    "GITHUB_TOKEN",
-    "GITLAB_TOKEN",
-    "SLACK_TOKEN",
-    "SLACK_WEBHOOK",
-    "STRIPE_KEY",
-    "OPENAI_API_KEY",
-    "JWT",
-    "PRIVATE_KEY",
-    "URL_PASSWORD",
-    "GENERIC_SECRET",
-)
+PII = PII_TYPES
+SECRETS = SECRET_TYPES
 ALLOWED = set(PII + SECRETS)
 KINDS = {
     "sentence",

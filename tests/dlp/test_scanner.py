@@ -237,3 +237,10 @@ def test_importing_agentguard_does_not_load_presidio():
 def test_entropy():
     assert entropy("aaaa") == 0
     assert entropy("abcd") == 2
+
+
+def test_every_secret_type_the_policy_knows_has_a_recognizer():
+    from agentguard.dlp.entities import SECRET_TYPES
+    from agentguard.dlp.recognizers import SECRET_ENTITIES
+
+    assert set(SECRET_ENTITIES) == set(SECRET_TYPES)

@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from agentguard.dlp.entities import SECRET_TYPES
+
 TOOL_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
 SCOPE_RE = r"^(\*|[A-Za-z0-9_\-.]+|\*:[A-Za-z0-9_\-.*]+|[A-Za-z0-9_\-.]+:[A-Za-z0-9_\-.*]+)$"
 
@@ -221,29 +223,10 @@ DlpEntity = Annotated[str, StringConstraints(pattern=r"^(?:[A-Z][A-Z0-9_]{1,63}|
 # `body<form>.to`, `payload.**`; `[*]` is any index, `*` one key, `**` any depth.
 DlpField = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
-_SECRET_TYPES = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "GCP_API_KEY",
-    "GCP_SERVICE_ACCOUNT_KEY",
-    "AZURE_STORAGE_KEY",
-    "AZURE_CLIENT_SECRET",
-    "GITHUB_TOKEN",
-    "GITLAB_TOKEN",
-    "SLACK_TOKEN",
-    "SLACK_WEBHOOK",
-    "STRIPE_KEY",
-    "OPENAI_API_KEY",
-    "JWT",
-    "PRIVATE_KEY",
-    "URL_PASSWORD",
-    "GENERIC_SECRET",
-)
-
 
 def default_dlp_actions() -> dict[str, DlpAction]:
     """Secrets and payment/identity numbers never leave; contact details need a yes."""
-    actions: dict[str, DlpAction] = dict.fromkeys(_SECRET_TYPES, "block")
+    actions: dict[str, DlpAction] = dict.fromkeys(SECRET_TYPES, "block")
     actions.update(
         {
             "CREDIT_CARD": "block",
