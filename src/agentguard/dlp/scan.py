@@ -150,8 +150,12 @@ class _Run:
                 starts.append(pos)
                 joined.append(decoded)
                 pos += len(decoded) + len(_SEPARATOR)
-            hits = self.s.detector.scan(_SEPARATOR.join(joined), deadline=self.deadline)
-            for hit in hits if pieces else ():
+            hits = (
+                self.s.detector.scan(_SEPARATOR.join(joined), deadline=self.deadline)
+                if pieces
+                else []
+            )
+            for hit in hits:
                 i = bisect.bisect_right(starts, hit.start) - 1
                 decoded, index, kind = pieces[i]
                 local = Hit(hit.entity, hit.start - starts[i], hit.end - starts[i], hit.score)
