@@ -229,3 +229,15 @@ def test_the_ner_profile_without_an_installed_model_fails_at_start_up():
     p = policy(profile="ner")
     with pytest.raises(ConfigurationError, match="spaCy English model"):
         DlpCheck(p.dlp)
+
+
+def test_a_full_pseudonym_vault_refuses_rather_than_forgets():
+    vault = PseudonymVault(max_values=1)
+    assert vault.token("t", "EMAIL_ADDRESS", "a@x.example") == "<EMAIL_ADDRESS_1>"
+    assert vault.token("t", "EMAIL_ADDRESS", "a@x.example") == "<EMAIL_ADDRESS_1>"
+    p = policy(entities={"EMAIL_ADDRESS": "pseudonymize"})
+    guard = Guard(p, checks=[DlpCheck(p.dlp, vault=vault)], provenance=False)
+    ctx = CallContext(runtime_context={"principal": ALICE}, thread_id="t")
+    args = {**EMAIL, "body": "cc b@y.example"}
+    verdict = guard.check({"name": "send_email", "args": args, "id": "c"}, ctx, TOOLS)
+    assert verdict.decision is Decision.DENY and verdict.reasons[0].code == "dlp.blocked"

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DlpCheck", "PseudonymVault"]
 
-_RANK = {"allow": 0, "redact": 1, "mask": 1, "hash": 1, "pseudonymize": 1, "approve": 2, "block": 3}
 _TRANSFORMS = ("redact", "mask", "hash", "pseudonymize")
 
 
@@ -52,30 +51,34 @@ class PseudonymVault:
     """
 
     def __init__(self, *, max_threads: int = 10_000, max_values: int = 10_000) -> None:
-        self._threads: OrderedDict[str, dict[str, str]] = OrderedDict()
+        # thread -> (token -> value, (entity, value) -> token)
+        self._threads: OrderedDict[str, tuple[dict[str, str], dict[tuple[str, str], str]]] = (
+            OrderedDict()
+        )
         self._max_threads = max_threads
         self._max_values = max_values
         self._lock = threading.Lock()
 
     def token(self, thread: str, entity: str, value: str) -> str:
         with self._lock:
-            table = self._threads.setdefault(thread, {})
+            values, tokens = self._threads.setdefault(thread, ({}, {}))
             self._threads.move_to_end(thread)
             while len(self._threads) > self._max_threads:
                 self._threads.popitem(last=False)
-            for token, known in table.items():
-                if known == value and token.startswith(f"<{entity}_"):
-                    return token
-            if len(table) >= self._max_values:
+            known = tokens.get((entity, value))
+            if known is not None:
+                return known
+            if len(values) >= self._max_values:
                 raise ScanIncomplete("too many pseudonyms in this thread")
-            token = f"<{entity}_{len(table) + 1}>"
-            table[token] = value
+            token = f"<{entity}_{len(values) + 1}>"
+            values[token] = value
+            tokens[(entity, value)] = token
             return token
 
     def reveal(self, thread: str, text: str) -> str:
         """`text` with this thread's tokens replaced by the values they stand for."""
         with self._lock:
-            table = dict(self._threads.get(thread, {}))
+            table = dict(self._threads[thread][0]) if thread in self._threads else {}
         if not table:
             return text
         pattern = re.compile("|".join(re.escape(t) for t in sorted(table, key=len, reverse=True)))
@@ -167,7 +170,7 @@ class DlpCheck:
         if transforms:
             try:
                 args = self._transform(call.args, transforms, call.context.thread_id or "-")
-            except _CannotTransform as exc:
+            except (_CannotTransform, ScanIncomplete) as exc:
                 return CheckResult(
                     denials=(Reason("dlp.blocked", Level.DLP, str(exc)),),
                     annotations=annotations,
