@@ -241,3 +241,10 @@ def test_a_full_pseudonym_vault_refuses_rather_than_forgets():
     args = {**EMAIL, "body": "cc b@y.example"}
     verdict = guard.check({"name": "send_email", "args": args, "id": "c"}, ctx, TOOLS)
     assert verdict.decision is Decision.DENY and verdict.reasons[0].code == "dlp.blocked"
+
+
+def test_a_field_of_a_form_body_is_rewritten_in_place():
+    body = "to=ops&note=ask+carol%40customer.example&x=1"
+    verdict = check({**EMAIL, "body": body}, entities={"EMAIL_ADDRESS": "redact"})
+    assert verdict.decision is Decision.ALLOW_WITH
+    assert verdict.args["body"] == "to=ops&note=ask+[EMAIL_ADDRESS]&x=1"

@@ -228,12 +228,10 @@ class DlpCheck:
         return dict(out)
 
     def _apply(self, root: Any, path: str, items: list[_Decided], thread: str) -> Any:
-        steps = _steps(path)
+        # A form field's offsets are into the whole form body: rewrite that leaf.
+        steps = _steps(path.split("<form>", 1)[0])
         if steps is None:
             raise _CannotTransform(f"cannot rewrite field {path}: the call was not sent")
-        if "<form>" in path:  # offsets are in the whole form body: rewrite that leaf
-            steps = _steps(path.split("<form>", 1)[0])
-            assert steps is not None
 
         def rewrite(value: Any) -> Any:
             if not isinstance(value, str):
