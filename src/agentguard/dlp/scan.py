@@ -40,8 +40,8 @@ _B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{12,}={0,2}(?![A-Za-
 # MIME base64: 76-character lines
 _B64_MIME = re.compile(r"(?:[A-Za-z0-9+/]{76}\r?\n)+[A-Za-z0-9+/]{4,76}={0,2}")
 _FORM = re.compile(r"^[^\s=&]{1,256}=[^\s&]*(?:&[^\s=&]{1,256}=[^\s&]*)+$")
-_MAX_DECODED = 64 * 1024
-_SEPARATOR = "\n\x00\n"  # characters decoded out of one leaf
+_MAX_DECODED = 64 * 1024  # characters decoded out of one leaf
+_SEPARATOR = "\n\x00\n"  # between decoded pieces scanned together; no entity spans it
 
 
 @dataclass(frozen=True)
