@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import pydantic
 from jsonschema import Draft202012Validator
@@ -32,6 +32,7 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from agentguard._jsonschema import compile_validator, explain, strict_schema
+from agentguard._strict_json import no_duplicate_keys, reject_constant
 from agentguard.errors import ConfigurationError, GuardError
 
 __all__ = ["OutputValidator", "StructuredOutputError"]
@@ -330,9 +331,9 @@ def _parse_answer(text: str) -> Any:
     try:
         return json.loads(
             body,
-            parse_constant=_reject_constant,
+            parse_constant=reject_constant,
             parse_float=_finite_float,
-            object_pairs_hook=_no_duplicate_keys,
+            object_pairs_hook=no_duplicate_keys,
         )
     except json.JSONDecodeError as err:
         if "```" in body:
@@ -348,26 +349,11 @@ def _parse_answer(text: str) -> Any:
         raise _Rejected("the answer is not valid JSON: it is nested too deeply") from None
 
 
-def _reject_constant(name: str) -> NoReturn:
-    # Python accepts NaN/Infinity; JSON does not, and no schema can be trusted to bound them.
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"number {_clip(text, 30)} is out of range")
     return value
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Parsers disagree on which duplicate wins; an ambiguous answer is refused, not guessed.
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {_clip(json.dumps(key), 60)}")
-        out[key] = value
-    return out
 
 
 # -- wording --------------------------------------------------------------------------------

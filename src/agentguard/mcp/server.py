@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from agentguard._strict_json import loads_strict
 from agentguard.errors import ConfigurationError
 from agentguard.mcp.proof import HEADER, ProofError, Reason, decode_header
 from agentguard.mcp.verifier import ProofVerifier, VerifiedRequest
@@ -44,22 +45,11 @@ class _Unreadable(Exception):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise _Unreadable("duplicate keys")
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise _Unreadable(f"{name} is not JSON")
-
-
 def strict_json(body: bytes) -> Any:
     """Parse JSON the way no other parser could read differently (no duplicates, no NaN)."""
     try:
-        return json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except (ValueError, RecursionError, _Unreadable):
+        return loads_strict(body)
+    except (ValueError, RecursionError):
         raise _Unreadable("not strict JSON") from None
 
 
