@@ -112,8 +112,15 @@ POLICY: dict[str, Any] = {
             "scopes": ["emails:send"],
             "egress": True,
             "args": {"to": {"pattern": r"^[^@\s]+@[^@\s]+$"}, "subject": {"max_length": 50}},
+            # the recipient field holds an address by design; the body is still scanned
+            "dlp": {"fields": {"to": {"EMAIL_ADDRESS": "allow"}}},
         },
-        "send_bulk": {"risk": "medium", "scopes": ["emails:send"], "egress": True},
+        "send_bulk": {
+            "risk": "medium",
+            "scopes": ["emails:send"],
+            "egress": True,
+            "dlp": {"fields": {"recipients[*].email": {"EMAIL_ADDRESS": "allow"}}},
+        },
         "export_contacts": {
             "risk": "high",
             "scopes": ["contacts:read"],

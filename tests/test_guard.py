@@ -95,10 +95,14 @@ def test_audit_event_holds_hashes_and_shapes_never_values(guard: Guard) -> None:
     events = list(guard.audit.events())
     dumped = json.dumps([e.model_dump() for e in events])
     assert secret not in dumped and "a@b.c" not in dumped
-    allow, deny = events[-2:]
-    assert allow.result == "allow" and deny.result == "deny"
-    assert allow.tenant == "acme" and allow.user == "alice" and allow.policy_version == "test-1"
-    assert allow.input_hash.startswith("sha256:") and allow.risk == "medium"
+    blocked, deny = events[-2:]
+    # the card number in an egress body is stopped by DLP, and recorded by type and field only
+    assert blocked.result == "deny" and blocked.reason == "dlp.blocked"
+    assert [(f["entity"], f["path"]) for f in blocked.summary["dlp"]] == [("CREDIT_CARD", "$.body")]
+    assert deny.result == "deny"
+    assert blocked.tenant == "acme" and blocked.user == "alice"
+    assert blocked.policy_version == "test-1"
+    assert blocked.input_hash.startswith("sha256:") and blocked.risk == "medium"
     assert deny.summary["args"]["body"] == "string(19)"
     assert deny.level == "schema"
 

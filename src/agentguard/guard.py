@@ -51,6 +51,7 @@ from agentguard.verdict import (
 
 if TYPE_CHECKING:
     from agentguard.approvals.gate import ApprovalFlow, Approvals
+    from agentguard.checks.dlp import DlpCheck
     from agentguard.content.receive import Received
     from agentguard.content.signals import Detector
     from agentguard.killswitch import KillSwitch
@@ -153,6 +154,10 @@ class Guard:
         detectors: injection detectors added to the built-in rule scorer (e.g. a classifier).
         provenance: gate calls whose arguments carry values from untrusted results (on by
             default; the policy's `taint` settings say what happens).
+        dlp: the DLP check for outbound payloads. Default: built from the policy's `dlp`
+            settings (on unless the policy says `dlp.enabled: false`, so turning it off is a
+            reviewed policy change, not a code path). Pass your own `DlpCheck` to choose its
+            pseudonym vault or hash key.
         blocking: whether deciding may block (disk or network), so async doors decide in a
             worker thread instead of on the event loop. Default: worked out from the audit
             sink, kill switch and approval storage; pass True when your resolvers or decision
@@ -173,6 +178,7 @@ class Guard:
         blocking: bool | None = None,
         detectors: Sequence[Detector] = (),
         provenance: bool = True,
+        dlp: DlpCheck | None = None,
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
         self.audit = audit or default_audit_log()
@@ -189,7 +195,20 @@ class Guard:
 
         self.content = ContentGuard(self.policy, detectors)
         self._vetted: dict[tuple[int, str], BaseTool | None] = {}
-        self.checks = ((ProvenanceCheck(),) if provenance else ()) + tuple(checks)
+        from agentguard.checks.dlp import DlpCheck
+
+        given = [c for c in checks if isinstance(c, DlpCheck)]
+        if dlp is not None and given:
+            raise ConfigurationError("pass the DLP check as dlp=..., not also in checks")
+        self.dlp: DlpCheck | None = dlp or (given[0] if given else None)
+        if self.dlp is None and self.policy.dlp.enabled:
+            self.dlp = DlpCheck(self.policy.dlp)
+        first: tuple[Check, ...] = (
+            (ProvenanceCheck(reveal=self._reveal_for_check),) if provenance else ()
+        )
+        if self.dlp is not None and not given:
+            first += (self.dlp,)
+        self.checks = first + tuple(checks)
         self.approvals = approvals
         if approvals is not None:
             approvals.check_policy(self.policy)
@@ -202,12 +221,24 @@ class Guard:
         self._id_prefix = secrets.token_hex(8)
         self._ids = itertools.count(1)
 
+    def _reveal_for_check(self, call: CheckInput, text: str) -> str:
+        if self.dlp is None:
+            return text
+        from agentguard.checks.dlp import vault_scope
+
+        return self.dlp.reveal(vault_scope(call.principal, call.context.thread_id), text)
+
     def _may_block(self) -> bool:
         """Does a decision touch a disk or a network? Then async doors decide off the loop."""
         from agentguard.audit.sinks import MemorySink
 
         if not isinstance(getattr(self.audit, "sink", None), MemorySink):
             return True
+        if self.dlp is not None:
+            from agentguard.dlp.vault import MemoryPseudonymVault
+
+            if not isinstance(self.dlp.vault, MemoryPseudonymVault):
+                return True
         if self.kill_switch is not None:
             from agentguard.killswitch import MemoryKillSwitch
 
@@ -349,7 +380,8 @@ class Guard:
         if received.text == (tool.description or ""):
             return tool
         try:
-            return tool.model_copy(update={"description": received.text})
+            cleaned: BaseTool = tool.model_copy(update={"description": received.text})
+            return cleaned
         except Exception:  # a tool that cannot be copied: shown as it is, already scored
             return tool
 
@@ -468,7 +500,21 @@ class Guard:
 
         compiled = self.compile(tool)
         assert compiled is not None
-        problems = validate_args(compiled, info.args, self.policy.limits)
+        raw_args = info.args
+        if self.dlp is not None and self.dlp.settings.enabled and isinstance(raw_args, Mapping):
+            # pseudonyms the model copied from a screened result: every check sees the value
+            from agentguard.checks.dlp import UnknownPseudonym, vault_scope
+
+            try:
+                raw_args = self.dlp.refill(raw_args, vault_scope(principal, ctx.thread_id))
+            except UnknownPseudonym as exc:
+                return self._deny(
+                    info,
+                    principal,
+                    [Reason("dlp.unknown_pseudonym", Level.DLP, str(exc))],
+                    tool_policy,
+                )
+        problems = validate_args(compiled, raw_args, self.policy.limits)
         if problems:
             lines = "\n".join(f"- {r.message}" for r in problems)
             message = (
@@ -477,13 +523,13 @@ class Guard:
             )
             return self._invalid(info, principal, ctx, problems, message, tool_policy)
 
-        args: Mapping[str, Any] = info.args
+        args: Mapping[str, Any] = raw_args
         result = self.decision_point.decide(
             AuthzRequest(principal, name, tool_policy, self.policy, args)
         )
         denials = list(self._floor(tool_policy)) + list(result.denials)
         approval = result.approval
-        transformed = False
+        transformed = raw_args is not info.args
         annotations: dict[str, Any] = {}
         if not denials:
             for check in self.checks:
@@ -498,7 +544,9 @@ class Guard:
                 if denials:
                     break
         if denials:
-            return self._deny(info, principal, denials, tool_policy)
+            denied = self._deny(info, principal, denials, tool_policy)
+            # what a check found (e.g. DLP findings by type and field) is audited on refusals too
+            return denied.with_(annotations=annotations) if annotations else denied
         base = Verdict(
             decision=Decision.ALLOW,
             call=info,
@@ -735,6 +783,9 @@ class Guard:
             name = source or "retriever"
         received = self.content.receive_text(text, source=name, call_id=call_id)
         label = received.label
+        screened = None
+        if label.untrusted and self._screens_results(name):
+            received, screened = self._screen_result(received, verdict, ctx)
         if label.untrusted:
             identity = self._identity_fields(verdict) if verdict is not None else {}
             self.record_event(
@@ -755,12 +806,141 @@ class Guard:
                         "signals": list(label.signals[:8]),
                         "changes": [list(c) for c in label.changes],
                         "chars": label.chars,
+                        **(
+                            {"dlp": list(screened.findings), "dlp_blocked": screened.blocked}
+                            if screened is not None and screened.findings
+                            else {}
+                        ),
                     },
                     policy_version=self.policy.version,
                     **identity,
                 )
             )
         return received
+
+    # -- DLP on the way in, and pseudonyms ---------------------------------------------------
+
+    def _scope(self, principal: Any, ctx: CallContext | None) -> str | None:
+        from agentguard.checks.dlp import vault_scope
+
+        if not isinstance(principal, Principal):
+            return None
+        return vault_scope(principal, ctx.thread_id if ctx is not None else None)
+
+    def _screens_results(self, source: str) -> bool:
+        if self.dlp is None or not self.dlp.settings.enabled:
+            return False
+        tool = self.policy.tools.get(source)
+        if tool is not None and tool.dlp.scan_results is not None:
+            return tool.dlp.scan_results
+        return self.dlp.settings.results.scan
+
+    def _screen_result(
+        self, received: Received, verdict: Verdict | None, ctx: CallContext | None
+    ) -> tuple[Received, Any]:
+        """An untrusted result after DLP: what the model may read, and what a reviewer may."""
+        from agentguard.content.receive import Received
+
+        assert self.dlp is not None
+        stage = self.dlp.settings.results
+        scope = self._scope(verdict.principal if verdict is not None else None, ctx)
+        if scope is None and ctx is not None:
+            try:
+                scope = self._scope(self.identity.resolve(ctx), ctx)
+            except IdentityError:
+                scope = None
+        label = received.label
+        shown = self.dlp.screen(received.text, stage, scope)
+        withheld = received.withheld
+        if withheld is not None:
+            kept = self.dlp.screen(withheld, stage, scope)
+            withheld = kept.text if not kept.blocked else None
+        if shown.blocked:
+            note = (
+                f"[agentguard] The result of '{label.source}' was withheld: it carries data that "
+                f"may not be shown to the assistant ({shown.why}). Tell the user; do not retry "
+                "to get it."
+            )
+            return Received(note, label, withheld, received.assessment), shown
+        return Received(shown.text, label, withheld, received.assessment), shown
+
+    @property
+    def screens_answers(self) -> bool:
+        return self.dlp is not None and self.dlp.settings.enabled and self.dlp.settings.answers.scan
+
+    def screen_answer(self, text: str, ctx: CallContext) -> tuple[str, bool]:
+        """The model's reply to the user after `dlp.answers` (text, whether it changed).
+
+        Off unless the policy sets `dlp.answers.scan`. A reply that must not be shown is
+        replaced by a note; its findings are audited as types only."""
+        if not self.screens_answers or not text:
+            return text, False
+        try:
+            principal: Any = self.identity.resolve(ctx)
+        except IdentityError:
+            principal = None
+        assert self.dlp is not None
+        screened = self.dlp.screen(text, self.dlp.settings.answers, self._scope(principal, ctx))
+        if not screened.findings:
+            return text, False
+        self.record_event(
+            dict(
+                event="content",
+                tool="answer",
+                thread_id=ctx.thread_id,
+                run_id=ctx.run_id,
+                output_hash=_input_hash(text),
+                result="block" if screened.blocked else "redact",
+                reason="dlp.answer",
+                level=Level.DLP.value,
+                summary={"dlp": list(screened.findings), "chars": len(text)},
+                policy_version=self.policy.version,
+                **(principal.audit_fields() if isinstance(principal, Principal) else {}),
+            )
+        )
+        if screened.blocked:
+            return (
+                "[agentguard] This answer was withheld: it carried data that may not be shown "
+                f"here ({screened.why}).",
+                True,
+            )
+        return screened.text, True
+
+    def reveal(self, text: str, ctx: CallContext) -> str:
+        """`text` with the pseudonyms of this call's principal and thread put back: for showing
+        that principal what DLP withheld from the model or from a reviewer."""
+        if self.dlp is None:
+            return text
+        scope = self._scope(self.identity.resolve(ctx), ctx)
+        assert scope is not None
+        return self.dlp.reveal(scope, text)
+
+    def release(self, verdict: Verdict, ctx: CallContext) -> Verdict:
+        """An approved verdict, ready to run: values its reviewer saw as pseudonyms put back.
+
+        If they cannot be put back (the vault lost them), the call is refused, never sent with
+        the pseudonyms in it."""
+        from agentguard.checks.dlp import REFILL_KEY, UnknownPseudonym
+
+        tokens = (verdict.annotations or {}).get(REFILL_KEY)
+        if not tokens or self.dlp is None or verdict.args is None:
+            return verdict
+        scope = self._scope(verdict.principal, ctx)
+        try:
+            if scope is None:
+                raise UnknownPseudonym("no principal to re-fill the approved values for")
+            args = self.dlp.release(verdict.args, list(tokens), scope)
+        except Exception as exc:
+            log.warning("agentguard: approved values could not be re-filled: %s", exc)
+            refused = self._deny(
+                verdict.call,
+                verdict.principal,
+                [Reason("dlp.refill_failed", Level.DLP, f"{exc}; the call was not sent")],
+                self.policy.tools.get(str(verdict.call.name)),
+            )
+            self._record_decision(refused, ctx)
+            return refused
+        return verdict.with_(args=args)
 
     def record_execution(
         self, verdict: Verdict, ctx: CallContext, *, status: str, output: Any = None

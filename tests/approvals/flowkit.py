@@ -43,6 +43,7 @@ POLICY: dict[str, Any] = {
             "confirmation": "confirm",
             "egress": True,
             "args": {"to": {"pattern": r"^[^@\s]+@example\.com$"}},
+            "dlp": {"fields": {"to": {"EMAIL_ADDRESS": "allow"}}},
             "approval": {"max_grant_seconds": 900},
         },
         "pay_invoice": {

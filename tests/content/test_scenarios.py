@@ -47,6 +47,8 @@ def policy(**send_email: Any) -> dict[str, Any]:
                 "risk": "medium",
                 "scopes": ["mail:send"],
                 "egress": True,
+                # the policy declares `to` an address, so DLP lets an address stand there
+                "args": {"to": {"format": "email"}},
                 **send_email,
             },
             "fetch_page": {"risk": "low", "scopes": ["web:read"]},

@@ -13,8 +13,9 @@ import pytest
 from langchain_core.tools import tool
 
 from agentguard import Guard, Principal
-from agentguard.checks.dlp import DlpCheck, PseudonymVault
+from agentguard.checks.dlp import DlpCheck, vault_scope
 from agentguard.dlp import Scanner
+from agentguard.dlp.vault import MemoryPseudonymVault
 from agentguard.identity import CallContext
 from agentguard.policy import load_policy
 from agentguard.verdict import Decision
@@ -115,7 +116,7 @@ def test_masking_keeps_the_structure_and_the_last_digits():
 
 
 def test_pseudonyms_are_stable_per_thread_and_reversible():
-    vault = PseudonymVault()
+    vault = MemoryPseudonymVault()
     p = policy()
     guard = Guard(p, checks=[DlpCheck(p.dlp, vault=vault)], provenance=False)
     payload = {
@@ -129,8 +130,11 @@ def test_pseudonyms_are_stable_per_thread_and_reversible():
     sent = verdict.args["payload"]
     assert sent["customer"] == {"primary": "<EMAIL_ADDRESS_1>", "backup": "<EMAIL_ADDRESS_1>"}
     assert sent["notes"] == ["card [CREDIT_CARD] on file", "no data here"]
-    assert vault.reveal("t-9", json.dumps(sent["customer"])) == json.dumps(payload["customer"])
-    assert vault.reveal("another-thread", "<EMAIL_ADDRESS_1>") == "<EMAIL_ADDRESS_1>"
+    mine = vault_scope(ALICE, "t-9")
+    assert vault.reveal(mine, json.dumps(sent["customer"])) == json.dumps(payload["customer"])
+    assert vault.reveal(vault_scope(ALICE, "t-8"), "<EMAIL_ADDRESS_1>") == "<EMAIL_ADDRESS_1>"
+    bob = Principal(tenant="acme", user="bob", role="employee")
+    assert vault.reveal(vault_scope(bob, "t-9"), "<EMAIL_ADDRESS_1>") == "<EMAIL_ADDRESS_1>"
     assert payload["customer"]["primary"] == "ann@customer.example"  # the caller's copy intact
 
 
@@ -232,9 +236,10 @@ def test_the_ner_profile_without_an_installed_model_fails_at_start_up():
 
 
 def test_a_full_pseudonym_vault_refuses_rather_than_forgets():
-    vault = PseudonymVault(max_values=1)
-    assert vault.token("t", "EMAIL_ADDRESS", "a@x.example") == "<EMAIL_ADDRESS_1>"
-    assert vault.token("t", "EMAIL_ADDRESS", "a@x.example") == "<EMAIL_ADDRESS_1>"
+    vault = MemoryPseudonymVault(max_values=1)
+    scope = vault_scope(ALICE, "t")
+    assert vault.token(scope, "EMAIL_ADDRESS", "a@x.example") == "<EMAIL_ADDRESS_1>"
+    assert vault.token(scope, "EMAIL_ADDRESS", "a@x.example") == "<EMAIL_ADDRESS_1>"
     p = policy(entities={"EMAIL_ADDRESS": "pseudonymize"})
     guard = Guard(p, checks=[DlpCheck(p.dlp, vault=vault)], provenance=False)
     ctx = CallContext(runtime_context={"principal": ALICE}, thread_id="t")

@@ -14,6 +14,13 @@ policy's `dlp.entities`, then `dlp.default_action`. Then, strongest first:
 
 A scan that cannot complete (too big, too deep, too slow) refuses the call. Findings go to the
 audit trail as types, fields and counts only.
+
+Pseudonyms work both ways. A call that pauses for approval shows the reviewer its flagged
+values as pseudonyms (the interrupt, the checkpoint and Studio never hold them); once approved,
+the values are put back just before the call runs (`release`). With `dlp.results`, untrusted
+tool results can reach the model pseudonymized; tokens the model copies into a later call are
+re-filled from the vault before the call is checked (`refill`), so every check sees the real
+value, and a token the vault does not know for this principal and thread refuses the call.
 """
 
 from __future__ import annotations
@@ -23,66 +30,45 @@ import hmac
 import json
 import re
 import secrets
-import threading
-from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from agentguard.dlp.errors import ScanIncomplete
 from agentguard.dlp.scan import Finding, Scanner
+from agentguard.dlp.vault import TOKEN_RE, MemoryPseudonymVault, PseudonymVault, tokens_in
 from agentguard.verdict import Approval, Level, Reason
 
 if TYPE_CHECKING:
+    from agentguard.context import Principal
     from agentguard.guard import CheckInput, CheckResult
-    from agentguard.policy.model import DlpAction, DlpSettings, ToolPolicy
+    from agentguard.policy.model import DlpAction, DlpInbound, DlpSettings, ToolPolicy
 
-__all__ = ["DlpCheck", "PseudonymVault"]
+__all__ = ["REFILL_KEY", "DlpCheck", "Screened", "UnknownPseudonym", "vault_scope"]
 
 _TRANSFORMS = ("redact", "mask", "hash", "pseudonymize")
+REFILL_KEY = "dlp_refill"  # verdict annotation: tokens shown to a reviewer, put back on release
 
 
-class PseudonymVault:
-    """Reversible tokens per thread: the same value gets the same token within a thread.
+class UnknownPseudonym(ScanIncomplete):
+    """A call carries a pseudonym this principal's thread never issued (or that expired)."""
 
-    In memory and bounded (oldest threads forgotten first). `reveal` puts the values back into
-    a text, for the user who may see them, or to re-fill an approved call.
-    """
 
-    def __init__(self, *, max_threads: int = 10_000, max_values: int = 10_000) -> None:
-        # thread -> (token -> value, (entity, value) -> token)
-        self._threads: OrderedDict[str, tuple[dict[str, str], dict[tuple[str, str], str]]] = (
-            OrderedDict()
-        )
-        self._max_threads = max_threads
-        self._max_values = max_values
-        self._lock = threading.Lock()
+def vault_scope(principal: Principal, thread: str | None) -> str:
+    """Pseudonyms belong to one principal in one thread: another user, tenant or thread cannot
+    re-fill (and so cannot read) them."""
+    return json.dumps([principal.tenant, principal.user, principal.agent_id, thread or "-"])
 
-    def token(self, thread: str, entity: str, value: str) -> str:
-        with self._lock:
-            values, tokens = self._threads.setdefault(thread, ({}, {}))
-            self._threads.move_to_end(thread)
-            while len(self._threads) > self._max_threads:
-                self._threads.popitem(last=False)
-            known = tokens.get((entity, value))
-            if known is not None:
-                return known
-            if len(values) >= self._max_values:
-                raise ScanIncomplete("too many pseudonyms in this thread")
-            token = f"<{entity}_{len(values) + 1}>"
-            values[token] = value
-            tokens[(entity, value)] = token
-            return token
 
-    def reveal(self, thread: str, text: str) -> str:
-        """`text` with this thread's tokens replaced by the values they stand for."""
-        with self._lock:
-            table = dict(self._threads[thread][0]) if thread in self._threads else {}
-        if not table:
-            return text
-        pattern = re.compile("|".join(re.escape(t) for t in sorted(table, key=len, reverse=True)))
-        return pattern.sub(lambda m: table[m.group()], text)
+@dataclass(frozen=True)
+class Screened:
+    """Text coming in after DLP: `text` is what may be shown; `findings` are type/field/action."""
+
+    text: str
+    findings: tuple[dict[str, str], ...] = ()
+    blocked: bool = False
+    why: str = ""  # for a blocked text: what was found, by type and field
 
 
 @dataclass(frozen=True)
@@ -92,7 +78,10 @@ class _Decided:
 
 
 class DlpCheck:
-    """A `Check`: scan outbound arguments, then block, ask, transform or allow (see module)."""
+    """A `Check`: scan outbound arguments, then block, ask, transform or allow (see module).
+
+    Also screens text coming in (`screen`: tool results, the model's replies) and owns the
+    pseudonym vault (`refill`, `release`, `reveal`)."""
 
     name = "dlp"
 
@@ -114,7 +103,7 @@ class DlpCheck:
             from agentguard.dlp.engine import spacy_model
 
             spacy_model()  # fail at start-up, not on the first outbound call
-        self.vault = vault or PseudonymVault()
+        self.vault: PseudonymVault = vault if vault is not None else MemoryPseudonymVault()
         # Hashes are keyed: an unkeyed hash of an email address is guessed in seconds.
         self._hash_key = hash_key or secrets.token_bytes(32)
 
@@ -133,26 +122,12 @@ class DlpCheck:
         try:
             findings = self.scanner.scan(call.args)
         except ScanIncomplete as exc:
-            return CheckResult(
-                denials=(
-                    Reason(
-                        "dlp.incomplete",
-                        Level.DLP,
-                        "the outbound payload could not be fully scanned, so it was not sent",
-                        detail=str(exc)[:200],
-                    ),
-                )
-            )
+            return CheckResult(denials=(_incomplete(exc),))
         decided = [_Decided(f, self.action(call.tool_policy, f)) for f in findings]
         noted = [d for d in decided if d.action != "allow"]
         if not noted:
             return CheckResult()
-        summary = [{**d.finding.describe(), "action": d.action} for d in noted][:64]
-        annotations = {
-            "dlp_findings": [
-                {"entity": s["type"], "path": s["path"], "action": s["action"]} for s in summary
-            ]
-        }
+        annotations: dict[str, Any] = {"dlp_findings": _summary(noted)}
         blocked = [d for d in noted if d.action == "block"]
         if blocked:
             return CheckResult(
@@ -165,17 +140,26 @@ class DlpCheck:
                 ),
                 annotations=annotations,
             )
+        # A value that needs a yes is shown to the reviewer as a pseudonym, never as itself,
+        # and put back when the approved call runs (`release`).
+        asks = [d for d in noted if d.action == "approve"]
+        rewrites = [d for d in noted if d.action in _TRANSFORMS] + [
+            _Decided(d.finding, "pseudonymize") for d in asks
+        ]
         args: Mapping[str, Any] | None = None
-        transforms = [d for d in noted if d.action in _TRANSFORMS]
-        if transforms:
+        scope = vault_scope(call.principal, call.context.thread_id)
+        if rewrites:
             try:
-                args = self._transform(call.args, transforms, call.context.thread_id or "-")
+                args, issued = self._transform(call.args, rewrites, scope)
             except (_CannotTransform, ScanIncomplete) as exc:
                 return CheckResult(
                     denials=(Reason("dlp.blocked", Level.DLP, str(exc)),),
                     annotations=annotations,
                 )
-        asks = [d for d in noted if d.action == "approve"]
+            if asks:
+                annotations[REFILL_KEY] = sorted(
+                    {issued[id(d.finding)] for d in asks if id(d.finding) in issued}
+                )
         approval = None
         if asks:
             approval = Approval(
@@ -191,7 +175,8 @@ class DlpCheck:
         return CheckResult(approval=approval, args=args, annotations=annotations)
 
     def action(self, tool: ToolPolicy, finding: Finding) -> DlpAction:
-        """The action for one finding: field rule, tool rule, policy rule, default."""
+        """The action for one finding: field rule, tool rule, a field the policy declares to
+        hold that type (`format: email`), policy rule, default."""
         field = finding.path[2:] if finding.path.startswith("$.") else finding.path[1:]
         for pattern, rules in tool.dlp.fields.items():
             if _field_matches(pattern, field):
@@ -201,11 +186,90 @@ class DlpCheck:
                     return rules["*"]
         if finding.entity in tool.dlp.entities:
             return tool.dlp.entities[finding.entity]
+        if _declared_as(tool, field, finding.entity):
+            return "allow"
         return self.settings.entities.get(finding.entity, self.settings.default_action)
+
+    # -------------------------------------------------------------- pseudonyms
+
+    def refill(self, args: Mapping[str, Any], scope: str) -> Mapping[str, Any]:
+        """`args` with the pseudonyms this scope issued put back (the same object when there
+        are none). Raises `UnknownPseudonym` for a token of a known type it never issued."""
+        try:
+            found = _tokens_in_leaves(args)
+        except _TooDeep:  # deeper than any policy allows: validation refuses the call anyway
+            return args
+        if not found:
+            return args
+        known = self.vault.values(scope, found)
+        unknown = [t for t in found if t not in known and _is_ours(t)]
+        if unknown:
+            raise UnknownPseudonym(
+                f"the call carries {len(unknown)} pseudonym(s) this conversation never issued "
+                f"or that have expired ({', '.join(unknown[:4])})"
+            )
+        if not known:
+            return args
+        refilled: Mapping[str, Any] = _map_strings(args, lambda text: _put_back(text, known))
+        return refilled
+
+    def release(
+        self, args: Mapping[str, Any], tokens: Sequence[str], scope: str
+    ) -> Mapping[str, Any]:
+        """An approved call's arguments with the pseudonyms its reviewer saw put back."""
+        known = self.vault.values(scope, tokens)
+        missing = [t for t in tokens if t not in known]
+        if missing:
+            raise UnknownPseudonym(
+                f"{len(missing)} value(s) the reviewer approved are no longer in the pseudonym "
+                "vault (expired, or a vault that does not outlive the process)"
+            )
+        chosen = {t: known[t] for t in tokens}
+        released: Mapping[str, Any] = _map_strings(args, lambda text: _put_back(text, chosen))
+        return released
+
+    def reveal(self, scope: str, text: str) -> str:
+        """`text` with the scope's pseudonyms replaced by their values, for the person
+        entitled to see them (the principal of that thread)."""
+        return self.vault.reveal(scope, text)
+
+    # -------------------------------------------------------------- coming in
+
+    def screen(self, text: str, stage: DlpInbound, scope: str | None) -> Screened:
+        """Text coming in (a tool result, a reply), with findings dealt with per `stage`.
+
+        Without a scope (no principal), pseudonyms cannot be issued: those spans are redacted.
+        A scan that cannot complete withholds the whole text."""
+        try:
+            findings = self.scanner.scan({"text": text})
+        except ScanIncomplete as exc:
+            note = f"could not be fully scanned ({str(exc)[:120]})"
+            return Screened("", ({"entity": "*", "path": "$", "action": "block"},), True, note)
+        decided: list[_Decided] = []
+        for f in findings:
+            action: str = stage.entities.get(f.entity, stage.default_action)
+            if action == "pseudonymize" and scope is None:
+                action = "redact"
+            if action != "allow":
+                decided.append(_Decided(f, action))  # type: ignore[arg-type]
+        if not decided:
+            return Screened(text)
+        # paths as the text's own: `$`, `$<json>.a`, not the wrapper's `$.text`
+        shown = [
+            _Decided(replace(d.finding, path="$" + d.finding.path[6:]), d.action) for d in decided
+        ]
+        summary = tuple(_summary(shown))
+        if any(d.action == "block" for d in decided):
+            return Screened("", summary, True, _listing([d for d in shown if d.action == "block"]))
+        try:
+            out, _ = self._transform({"text": text}, decided, scope or "-")
+        except (_CannotTransform, ScanIncomplete) as exc:
+            return Screened("", summary, True, str(exc)[:200])
+        return Screened(str(out["text"]), summary)
 
     # -------------------------------------------------------------- transforms
 
-    def _replacement(self, action: str, entity: str, value: str, thread: str) -> str:
+    def _replacement(self, action: str, entity: str, value: str, scope: str) -> str:
         if action == "redact":
             return f"[{entity}]"
         if action == "mask":
@@ -214,20 +278,29 @@ class DlpCheck:
         if action == "hash":
             mac = hmac.new(self._hash_key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
             return f"[{entity}:{mac.hexdigest()[:16]}]"
-        return self.vault.token(thread, entity, value)
+        return self.vault.token(scope, entity, value)
 
     def _transform(
-        self, args: Mapping[str, Any], decided: list[_Decided], thread: str
-    ) -> dict[str, Any]:
+        self, args: Mapping[str, Any], decided: list[_Decided], scope: str
+    ) -> tuple[dict[str, Any], dict[int, str]]:
+        """(rewritten copy, id(finding) -> the pseudonym issued for it)."""
         out: Any = dict(args)
+        issued: dict[int, str] = {}
         by_path: dict[str, list[_Decided]] = {}
         for d in decided:
             by_path.setdefault(d.finding.path, []).append(d)
         for path, items in by_path.items():
-            out = self._apply(out, path, items, thread)
-        return dict(out)
+            out = self._apply(out, path, items, scope, issued)
+        return dict(out), issued
 
-    def _apply(self, root: Any, path: str, items: list[_Decided], thread: str) -> Any:
+    def _apply(
+        self,
+        root: Any,
+        path: str,
+        items: list[_Decided],
+        scope: str,
+        issued: dict[int, str],
+    ) -> Any:
         # A form field's offsets are into the whole form body: rewrite that leaf.
         steps = _steps(path.split("<form>", 1)[0])
         if steps is None:
@@ -239,13 +312,114 @@ class DlpCheck:
                     f"a {items[0].finding.entity} in {path} is not text and cannot be "
                     "rewritten: the call was not sent"
                 )
-            for d in sorted(items, key=lambda d: d.finding.start, reverse=True):
-                f = d.finding
-                token = self._replacement(d.action, f.entity, value[f.start : f.end], thread)
-                value = value[: f.start] + token + value[f.end :]
+            for group in reversed(_merged(items)):
+                lead = group[0]
+                start = min(d.finding.start for d in group)
+                end = max(d.finding.end for d in group)
+                token = self._replacement(lead.action, lead.finding.entity, value[start:end], scope)
+                if lead.action == "pseudonymize":
+                    issued.update((id(d.finding), token) for d in group)
+                value = value[:start] + token + value[end:]
             return value
 
         return _update(root, steps, rewrite)
+
+
+def _incomplete(exc: Exception) -> Reason:
+    return Reason(
+        "dlp.incomplete",
+        Level.DLP,
+        "the outbound payload could not be fully scanned, so it was not sent",
+        detail=str(exc)[:200],
+    )
+
+
+def _summary(decided: Sequence[_Decided]) -> list[dict[str, str]]:
+    """Findings as type, field and action: what approvals, the model and the audit may see."""
+    return [
+        {"entity": d.finding.entity, "path": d.finding.path, "action": d.action}
+        for d in decided[:64]
+    ]
+
+
+# Overlapping findings in one leaf (an AWS key that is also a generic secret) are rewritten as
+# one span, by the strongest action among them (a pseudonym where any asks for one).
+_RANK = {"pseudonymize": 4, "hash": 3, "redact": 2, "mask": 1}
+
+
+def _merged(items: list[_Decided]) -> list[list[_Decided]]:
+    groups: list[list[_Decided]] = []
+    end = -1
+    for d in sorted(items, key=lambda d: (d.finding.start, -d.finding.end)):
+        if groups and d.finding.start < end:
+            groups[-1].append(d)
+            end = max(end, d.finding.end)
+        else:
+            groups.append([d])
+            end = d.finding.end
+    for group in groups:
+        group.sort(key=lambda d: (-_RANK.get(d.action, 0), d.finding.start - d.finding.end))
+    return groups
+
+
+def _is_ours(token: str) -> bool:
+    """A token of an entity type DLP issues (not any `<FOO_1>` a template might use)."""
+    from agentguard.dlp.entities import PII_TYPES, SECRET_TYPES
+
+    entity = token[1:].rsplit("_", 1)[0]
+    return entity in PII_TYPES or entity in SECRET_TYPES or entity in _NER_TYPES
+
+
+_NER_TYPES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP")
+
+
+def _tokens_in_leaves(args: Any) -> list[str]:
+    found: dict[str, None] = {}
+
+    def visit(text: str) -> str:
+        if "<" in text:
+            found.update(dict.fromkeys(tokens_in(text)))
+        return text
+
+    _map_strings(args, visit)
+    return list(found)
+
+
+def _put_back(text: str, table: Mapping[str, str]) -> str:
+    """One pass, so a value that itself looks like a token is never replaced again."""
+    if "<" not in text:
+        return text
+    return TOKEN_RE.sub(lambda m: table.get(m.group(), m.group()), text)
+
+
+class _TooDeep(ScanIncomplete):
+    pass
+
+
+def _map_strings(value: Any, fn: Callable[[str], str], depth: int = 0) -> Any:
+    """A copy of `value` with `fn` applied to every string leaf (dict keys untouched)."""
+    if depth > 256:  # the deepest `limits.max_depth` a policy may set
+        raise _TooDeep("arguments nested too deep to re-fill")
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, Mapping):
+        return {k: _map_strings(v, fn, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_map_strings(v, fn, depth + 1) for v in value]
+    return value
+
+
+# An argument the policy itself declares to be an address (`format: email`) may carry one:
+# a recipient field is where an email address belongs. Anything else in it is still scanned.
+_FORMAT_ENTITY = {"email": "EMAIL_ADDRESS", "ipv4": "IP_ADDRESS"}
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _declared_as(tool: ToolPolicy, field: str, entity: str) -> bool:
+    if not tool.args or "<" in field or '"' in field:
+        return False
+    constraint = tool.args.get(_INDEX.sub("", field))
+    return constraint is not None and _FORMAT_ENTITY.get(constraint.format or "") == entity
 
 
 class _CannotTransform(Exception):

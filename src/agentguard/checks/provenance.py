@@ -15,7 +15,7 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -114,7 +114,15 @@ class ProvenanceCheck:
 
     name = "provenance"
 
-    def __init__(self, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        cache_size: int = 4096,
+        *,
+        reveal: Callable[[CheckInput, str], str] | None = None,
+    ) -> None:
+        # `reveal` puts DLP pseudonyms back into a saved result, so a value the model saw only
+        # as a token still counts as planted when the guard re-fills it into a call.
+        self._reveal = reveal
         self._cache: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -160,6 +168,8 @@ class ProvenanceCheck:
                 mark = (kwargs or {}).get("agentguard") or {}
                 withheld = mark.get("withheld")
                 text = withheld if isinstance(withheld, str) else ""
+            if self._reveal is not None and "<" in text:
+                text = self._reveal(call, text)
             untrusted_texts.append((ref, text))
             for fp in self._fingerprints(text):
                 sources = tainted.setdefault(fp, [])

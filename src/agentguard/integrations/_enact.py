@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
@@ -131,7 +131,10 @@ def settle(
         flow.take(step)
         outcome = flow.outcome
     if outcome.kind == "run":
-        return Settled(outcome.verdict, None, outcome.edited)
+        released = guard.release(outcome.verdict, ctx)
+        if not released.allowed:
+            return Settled(released, refusal_message(released))
+        return Settled(released, None, outcome.edited)
     if outcome.kind == "respond":
         return Settled(outcome.verdict, _answer_message(outcome.verdict, outcome.message or ""))
     return Settled(outcome.verdict, refusal_message(outcome.verdict))
@@ -147,6 +150,27 @@ def _answer_message(verdict: Verdict, text: str) -> ToolMessage:
         status="success",
         additional_kwargs={MARK: {"kind": "responded", "decision_id": verdict.decision_id}},
     )
+
+
+def screen_reply(guard: Guard, message: Any, ctx: CallContext) -> Any:
+    """The model's reply with its text screened by `dlp.answers` (tool calls untouched: the
+    guard checks those when they run)."""
+    if not isinstance(message, AIMessage):
+        return message
+    content = message.content
+    if isinstance(content, str):
+        text, changed = guard.screen_answer(content, ctx)
+        return message.model_copy(update={"content": text}) if changed else message
+    blocks: list[Any] = []
+    changed = False
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text":
+            text, did = guard.screen_answer(str(block.get("text", "")), ctx)
+            changed = changed or did
+            blocks.append({**block, "text": text} if did else block)
+        else:
+            blocks.append(block)
+    return message.model_copy(update={"content": blocks}) if changed else message
 
 
 def note_edit(result: Any) -> Any:

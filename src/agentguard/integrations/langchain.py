@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
@@ -36,6 +37,7 @@ from agentguard.integrations._enact import (
     refusal_message,
     run_guarded,
     scoped_runtime,
+    screen_reply,
     settle,
     stop_if_asked,
 )
@@ -88,19 +90,31 @@ class GuardMiddleware(AgentMiddleware[Any, Any, Any]):
             system_message=with_instructions(request.system_message, note),
         )
 
+    def _screened(self, request: ModelRequest[Any], response: Any) -> Any:
+        """The reply after `dlp.answers` (unchanged when the policy does not ask for it)."""
+        if not self.guard.screens_answers:
+            return response
+        ctx = CallContext.from_langgraph(request.runtime, state=request.state)
+        if isinstance(response, ModelResponse):
+            return replace(
+                response, result=[screen_reply(self.guard, m, ctx) for m in response.result]
+            )
+        return screen_reply(self.guard, response, ctx)
+
     def wrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> Any:
-        return handler(self._visible_request(request))
+        return self._screened(request, handler(self._visible_request(request)))
 
     async def awrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> Any:
-        return await handler(self._visible_request(request))
+        response = await handler(self._visible_request(request))
+        return await off_loop(self.guard, self._screened, request, response)
 
     def wrap_tool_call(
         self,

@@ -37,6 +37,7 @@ from agentguard.integrations._enact import (
     refusal_message,
     run_guarded,
     run_settled,
+    screen_reply,
     settle,
     stop_if_asked,
 )
@@ -227,16 +228,25 @@ class GuardedModelNode(RunnableCallable):
             else getattr(state, self.messages_key)
         )
 
+    def _screened(
+        self, response: Any, state: Any, config: RunnableConfig, runtime: Runtime[Any]
+    ) -> Any:
+        if not self.guard.screens_answers:
+            return response
+        ctx = CallContext.from_langgraph(runtime, config=config, state=state)
+        return screen_reply(self.guard, response, ctx)
+
     def _call(self, state: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
         response = self._bound(state, config, runtime).invoke(
             self._shown(state, config, runtime), config
         )
-        return {self.messages_key: [response]}
+        return {self.messages_key: [self._screened(response, state, config, runtime)]}
 
     async def _acall(self, state: Any, config: RunnableConfig, runtime: Runtime[Any]) -> Any:
         model = self._bound(state, config, runtime)
         response = await model.ainvoke(self._shown(state, config, runtime), config)
-        return {self.messages_key: [response]}
+        screened = await off_loop(self.guard, self._screened, response, state, config, runtime)
+        return {self.messages_key: [screened]}
 
 
 def route_tool_calls(

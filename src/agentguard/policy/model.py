@@ -244,6 +244,37 @@ def default_dlp_actions() -> dict[str, DlpAction]:
     return actions
 
 
+# What can happen to a finding in text coming in (a tool result before the model reads it, a
+# reply before the user reads it): no one is there to approve, so `approve` is not offered.
+DlpInboundAction = Literal["allow", "redact", "mask", "hash", "pseudonymize", "block"]
+
+
+def default_inbound_actions() -> dict[str, DlpInboundAction]:
+    """Secrets and payment/identity numbers are cut out; everything else passes."""
+    actions: dict[str, DlpInboundAction] = dict.fromkeys(SECRET_TYPES, "redact")
+    actions.update({"CREDIT_CARD": "redact", "US_SSN": "redact"})
+    return actions
+
+
+class DlpInbound(_Strict):
+    """DLP on text coming in: off unless `scan` is set."""
+
+    scan: bool = False
+    entities: dict[DlpEntity, DlpInboundAction] = Field(
+        default_factory=default_inbound_actions,
+        description="entity -> action, over the defaults (secrets, cards, SSNs: redact)",
+    )
+    default_action: DlpInboundAction = Field(
+        default="allow", description="for entity types not listed in `entities`"
+    )
+
+    @field_validator("entities", mode="after")
+    @classmethod
+    def _over_defaults(cls, given: dict[str, DlpInboundAction]) -> dict[str, DlpInboundAction]:
+        # Naming one type never drops the others' defaults: a secret passing needs saying so.
+        return {**default_inbound_actions(), **given}
+
+
 class DlpSettings(_Strict):
     """What outbound payloads are scanned for, and what happens to what is found."""
 
@@ -252,15 +283,33 @@ class DlpSettings(_Strict):
     scan: Literal["egress", "all"] = Field(
         default="egress", description="which tools' arguments are scanned: egress tools, or all"
     )
-    entities: dict[DlpEntity, DlpAction] = Field(default_factory=default_dlp_actions)
+    entities: dict[DlpEntity, DlpAction] = Field(
+        default_factory=default_dlp_actions,
+        description="entity -> action, over the defaults (secrets, cards, SSNs: block; "
+        "IBAN, email, phone: approve)",
+    )
     default_action: DlpAction = Field(
         default="block", description="for entity types not listed in `entities`"
     )
+
+    @field_validator("entities", mode="after")
+    @classmethod
+    def _over_defaults(cls, given: dict[str, DlpAction]) -> dict[str, DlpAction]:
+        return {**default_dlp_actions(), **given}
     approval: Confirmation = Field(
         default=Confirmation.CONFIRM, description="who says yes when an action is 'approve'"
     )
     max_chars: int = Field(default=1_000_000, gt=0, le=50_000_000)
     time_budget_ms: int = Field(default=2_000, gt=0, le=60_000)
+    results: DlpInbound = Field(
+        default_factory=DlpInbound,
+        description="untrusted tool results, before the model reads them (e.g. pseudonymize "
+        "addresses so the model works with tokens the guard re-fills on the way out)",
+    )
+    answers: DlpInbound = Field(
+        default_factory=DlpInbound,
+        description="the text the model writes to the user, before it is shown or stored",
+    )
 
     @model_validator(mode="after")
     def _approval_kind(self) -> DlpSettings:
@@ -273,6 +322,9 @@ class ToolDlpSettings(_Strict):
     """Per-tool DLP: force scanning on or off, and actions per entity and per field."""
 
     scan: bool | None = Field(default=None, description="unset: the policy's `dlp.scan` decides")
+    scan_results: bool | None = Field(
+        default=None, description="unset: the policy's `dlp.results.scan` decides"
+    )
     entities: dict[DlpEntity, DlpAction] = Field(default_factory=dict)
     fields: dict[DlpField, dict[DlpEntity, DlpAction]] = Field(
         default_factory=dict,
