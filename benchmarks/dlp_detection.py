@@ -4,7 +4,10 @@ LangChain's `PIIMiddleware` detectors.
 Quality is measured on the labelled set `benchmarks/dlp_eval/samples.jsonl` (made by
 `benchmarks/dlp_eval/generate.py`, described in `benchmarks/dlp_eval/README.md`): faker-based
 sentences and JSON payloads, config files, curl and shell commands, stack traces, logs, raw
-emails, code and chat pastes with known spans, plus hard negatives with none.
+emails, code and chat pastes with known spans, plus hard negatives with none), which the
+recognizers were tuned on, and the held-out set `heldout.jsonl` (`generate.py --heldout`:
+another seed, a share of the same templates, and templates of contexts the tuning set never
+uses), which they were not; held-out figures are also split by template origin.
 
 Matching is span-level and lenient. A prediction is *correct* when it has the gold span's entity
 and overlaps it by at least 50 % of the gold span's length. Recall counts gold spans with at
@@ -51,6 +54,10 @@ from _bench import BenchError, Stats
 from agentguard.dlp.entities import SECRET_TYPES
 
 SAMPLES = Path(__file__).parent / "dlp_eval" / "samples.jsonl"
+# Made with another seed, a share of the tuning templates and templates of contexts the tuning
+# set never uses; the recognizers are never tuned on it.
+HELDOUT = Path(__file__).parent / "dlp_eval" / "heldout.jsonl"
+HELDOUT_NOTE = "held-out:"  # note prefix of the held-out-only templates
 SECRETS = SECRET_TYPES
 GOALS = ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "IBAN_CODE", *SECRETS)
 RECALL_GOAL, PRECISION_GOAL = 0.98, 0.95
@@ -520,7 +527,8 @@ def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     show_all = "--misses" in argv
     samples = load()
-    labelled = sorted({sp["entity"] for s in samples for sp in s["spans"]}, key=_order)
+    heldout = load(HELDOUT)
+    labelled = sorted({sp["entity"] for s in [*samples, *heldout] for sp in s["spans"]}, key=_order)
     labelled_set = set(labelled)
 
     # Presidio first: importing agentguard.dlp before building a default registry can make
@@ -555,48 +563,83 @@ def main(argv: list[str]) -> int:
             raise BenchError(f"{name} finds no email address in the canary text")
 
     print(
-        f"python {sys.version.split()[0]}; eval set {len(samples)} samples, "
-        f"{sum(len(s['spans']) for s in samples)} labelled spans, "
-        f"{sum(1 for s in samples if not s['spans'])} without any; "
-        f"build: Scanner {scanner_build_s:.1f} s, Presidio {presidio_build_s:.1f} s\n"
+        f"python {sys.version.split()[0]}; build: Scanner {scanner_build_s:.1f} s, "
+        f"Presidio {presidio_build_s:.1f} s"
     )
+    missed: dict[str, list[str]] = {}
+    for title, path, data in (
+        ("TUNING SET", SAMPLES, samples),
+        ("HELD-OUT SET", HELDOUT, heldout),
+    ):
+        held = data is heldout
+        print(
+            f"\n#### {title}: {path.name}, {len(data)} samples, "
+            f"{sum(len(s['spans']) for s in data)} labelled spans, "
+            f"{sum(1 for s in data if not s['spans'])} without any"
+            + (
+                f"; {sum(s['note'].startswith(HELDOUT_NOTE) for s in data)} samples from "
+                "held-out-only templates (never used for tuning)"
+                if held
+                else " (the recognizers were tuned on this set)"
+            )
+            + " ####\n"
+        )
+        adapter.mapped = adapter.unmapped = 0
+        results = []
+        for name, fn, _ in detectors:
+            predictions = [fn(s["text"]) for s in data]
+            check_offsets(name, data, predictions)
+            again = [fn(s["text"]) for s in data[:200]]
+            if again != predictions[:200]:
+                raise BenchError(f"{name} gives different results on the same texts")
+            results.append(score(name, data, predictions, labelled_set, None))
+            if held and name.startswith("Scanner"):
+                new = [i for i, s in enumerate(data) if s["note"].startswith(HELDOUT_NOTE)]
+                old = [i for i, s in enumerate(data) if not s["note"].startswith(HELDOUT_NOTE)]
+                split = {
+                    label: score(
+                        name,
+                        [data[i] for i in idx],
+                        [predictions[i] for i in idx],
+                        labelled_set,
+                        None,
+                    )
+                    for label, idx in (("tuning templates", old), ("held-out-only", new))
+                }
+        scanner_result = results[0]
+        print(
+            f"== {title} · {scanner_result.name}: per entity "
+            "(lenient match: same type, >= 50 % of gold) =="
+        )
+        missed[title] = print_goal_table(scanner_result, labelled)
+        print(
+            f"\nscanner findings inside JSON strings mapped back to text offsets: "
+            f"{adapter.mapped}, unmapped (dropped): {adapter.unmapped}"
+        )
+        enc = ", ".join(
+            f"{k} {pct(v.recall).strip()} % of {v.gold}"
+            for k, v in sorted(scanner_result.by_encoding.items())
+        )
+        print(f"recall by encoding: {enc}")
+        print("by sample kind:       gold  recall   preds  prec.")
+        for kind, s in sorted(scanner_result.by_kind.items()):
+            print(f"  {kind:<16} {s.gold:>7} {pct(s.recall):>7} {s.preds:>7} {pct(s.precision):>6}")
+        if held:
+            print_split(split, labelled)
+        print()
 
-    results = []
-    for name, fn, _ in detectors:
-        predictions = [fn(s["text"]) for s in samples]
-        check_offsets(name, samples, predictions)
-        again = [fn(s["text"]) for s in samples[:200]]
-        if again != predictions[:200]:
-            raise BenchError(f"{name} gives different results on the same texts")
-        results.append(score(name, samples, predictions, labelled_set, None))
-    scanner_result = results[0]
+        print(f"== {title} · comparison (recall / precision in %, on all labelled entities) ==")
+        print_comparison(results, [sup for _, _, sup in detectors], labelled)
+        print("\nother predicted types (not labelled, left out of precision):")
+        for r in results:
+            others = ", ".join(f"{k} {v}" for k, v in r.other_types.most_common()) or "none"
+            print(f"  {r.name}: {others}")
+        print()
+        print(f"== {title} · errors ==")
+        print_errors(scanner_result, show_all)
 
-    print(f"== {scanner_result.name}: per entity (lenient match: same type, >= 50 % of gold) ==")
-    missed_goals = print_goal_table(scanner_result, labelled)
-    print(
-        f"\nscanner findings inside JSON strings mapped back to text offsets: {adapter.mapped}, "
-        f"unmapped (dropped): {adapter.unmapped}"
-    )
-    enc = ", ".join(
-        f"{k} {pct(v.recall).strip()} % of {v.gold}"
-        for k, v in sorted(scanner_result.by_encoding.items())
-    )
-    print(f"recall by encoding: {enc}")
-    print("by sample kind:       gold  recall   preds  prec.")
-    for kind, s in sorted(scanner_result.by_kind.items()):
-        print(f"  {kind:<16} {s.gold:>7} {pct(s.recall):>7} {s.preds:>7} {pct(s.precision):>6}")
-    print()
-
-    print("== comparison (recall / precision in %, on all labelled entities) ==")
-    print_comparison(results, [sup for _, _, sup in detectors], labelled)
-    print("\nother predicted types (not labelled, left out of precision):")
-    for r in results:
-        others = ", ".join(f"{k} {v}" for k, v in r.other_types.most_common()) or "none"
-        print(f"  {r.name}: {others}")
-    print(f"\nnote: {PII_MIDDLEWARE_NOTE}")
+    print(f"note: {PII_MIDDLEWARE_NOTE}")
     print(f"      check: {verify_pii_middleware_gap()}\n")
-
-    print_errors(scanner_result, show_all)
 
     n = 40 if quick else N_PAYLOADS
     passes = {1024: 1 if quick else 3, 10240: 1}
@@ -627,12 +670,32 @@ def main(argv: list[str]) -> int:
             f"goal: Scanner p50 on {size:,} chars under {goal / 1000:g} ms -> {verdict} "
             f"({p50s[size] / 1000:.2f} ms)"
         )
-    verdict = "met" if not missed_goals else "NOT met for " + ", ".join(missed_goals)
-    print(
-        f"goal: recall >= {RECALL_GOAL:.2f} and precision >= {PRECISION_GOAL:.2f} for "
-        f"{len(GOALS)} goal entities -> {verdict}"
-    )
+    for title, missed_goals in missed.items():
+        verdict = "met" if not missed_goals else "NOT met for " + ", ".join(missed_goals)
+        print(
+            f"goal ({title.lower()}): recall >= {RECALL_GOAL:.2f} and precision >= "
+            f"{PRECISION_GOAL:.2f} for {len(GOALS)} goal entities -> {verdict}"
+        )
     return 0
+
+
+def print_split(split: dict[str, Result], labelled: list[str]) -> None:
+    """Recall / precision per entity on the shared templates and on the held-out-only ones."""
+    names = list(split)
+    print("by template origin:" + "".join(f"{n:>26}" for n in names))
+    print(f"{'':<24}" + "".join(f"{'gold  recall   prec.':>26}" for _ in names))
+    for e in labelled:
+        cells = ""
+        for n in names:
+            sc = split[n].per_entity[e]
+            cells += f"{sc.gold:>11} {pct(sc.recall):>7} {pct(sc.precision):>7}"
+        print(f"  {e:<22}{cells}")
+    for title, group in (("goal entities", GOALS), ("all labelled", tuple(labelled))):
+        cells = ""
+        for n in names:
+            t = total(split[n], group)
+            cells += f"{t.gold:>11} {pct(t.recall):>7} {pct(t.precision):>7}"
+        print(f"  {title:<22}{cells}")
 
 
 def _order(entity: str) -> tuple[int, str]:

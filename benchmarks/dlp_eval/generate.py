@@ -12,7 +12,9 @@ version may pick other names and addresses).
 
 Labelling conventions and the negatives policy are described in `README.md` next to this file.
 
-Run: `python benchmarks/dlp_eval/generate.py` (`--out PATH` to write elsewhere).
+Run: `python benchmarks/dlp_eval/generate.py` (`--out PATH` to write elsewhere, `--seed N`);
+`--heldout` writes the held-out set `heldout.jsonl` instead (another seed, a share of the tuning
+templates and templates of contexts the tuning set never uses).
 """
 
 from __future__ import annotations
@@ -2510,6 +2512,453 @@ def t_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
     ]
 
 
+# -- held-out-only templates -------------------------------------------------------------------
+#
+# The held-out set (`heldout.jsonl`, `--heldout`) is made with another seed from a share of the
+# templates above plus the templates below, which the tuning set never uses: contexts the
+# recognizers were not written against (SQL, CSV, XML and SOAP, Postman collections, Kubernetes
+# `env` lists, notebooks, Dockerfiles, Terraform providers, access logs with query keys,
+# markdown runbooks, .NET / PHP / Ruby settings, PII in other languages). Never tune a
+# recognizer on it: it measures how the tuned rules generalize.
+
+HUMAN_NAMES = {
+    "AWS_ACCESS_KEY_ID": "AWS access key ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS secret access key",
+    "GCP_API_KEY": "Google API key",
+    "AZURE_STORAGE_KEY": "storage account key",
+    "AZURE_CLIENT_SECRET": "Azure client secret",
+    "GITHUB_TOKEN": "GitHub token",
+    "GITLAB_TOKEN": "GitLab token",
+    "SLACK_TOKEN": "Slack bot token",
+    "SLACK_WEBHOOK": "Slack webhook",
+    "STRIPE_KEY": "Stripe secret key",
+    "OPENAI_API_KEY": "OpenAI key",
+    "JWT": "access token",
+    "URL_PASSWORD": "connection string",
+    "GENERIC_SECRET": "password",
+}
+
+
+def plain_generic(g: Gen) -> Ent:
+    """A generic secret without characters that need escaping in XML, URLs or SQL."""
+    while True:
+        v = g.generic_value()
+        if not set(v) & set("&<>'\"%+=#?\\"):
+            return secret(v, "GENERIC_SECRET")
+
+
+def ho_focus(i: int) -> str:
+    return SINGLE_LINE_SECRETS[i % len(SINGLE_LINE_SECRETS)]
+
+
+def ho_value(g: Gen, entity: str) -> list[Part]:
+    if entity == "GENERIC_SECRET":
+        return [plain_generic(g)]
+    if entity == "URL_PASSWORD":
+        return g.dsn()
+    return g.value_of(entity)
+
+
+def t_ho_markdown(g: Gen, i: int) -> list[Any]:
+    """A runbook or ticket in markdown with credentials pasted in."""
+    focus = ho_focus(i)
+    label = HUMAN_NAMES[focus]
+    head = g.pick(("## Staging access", "### Handover notes", "# Incident 4711 - follow-up"))
+    bullet = g.pick(("- **{}:** `", "* {}: `", "| {} | `"))
+    tail = " |\n" if bullet.startswith("|") else "\n"
+    return [
+        f"{head}\n\n{g.sentence()}\n\n",
+        f"- **Host:** {g.host()}\n- **Owner:** ",
+        g.email(),
+        "\n",
+        bullet.format(label.capitalize()),
+        ho_value(g, focus),
+        "`" + tail,
+        f"\n{g.sentence()}\n",
+    ]
+
+
+def t_ho_sql(g: Gen, i: int) -> list[Any]:
+    """SQL: rows with PII, and database users created with a password."""
+    k = i % 3
+    if k == 0:
+        return [
+            "INSERT INTO customers (name, email, ssn, card_number, iban) VALUES\n  ('",
+            g.name().replace("'", "''"),
+            "', '",
+            g.email(),
+            "', '",
+            g.ssn(),
+            "', '",
+            g.card(),
+            "', '",
+            g.iban(),
+            "');\n",
+        ]
+    if k == 1:
+        pw = plain_generic(g)
+        stmt = g.pick(
+            (
+                ("CREATE USER {} WITH PASSWORD '", "';"),
+                ('ALTER USER {} IDENTIFIED BY "', '";'),
+                ("CREATE LOGIN {} WITH PASSWORD = '", "';"),
+            )
+        )
+        return [
+            f"-- migration {g.randint(100, 999)}\n",
+            stmt[0].format(g.user()),
+            pw,
+            stmt[1] + "\n",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {g.user()};\n",
+        ]
+    return [
+        "UPDATE users SET email = '",
+        g.email(),
+        f"', updated_at = '{g.iso_date()}' WHERE id = {g.randint(1, 99999)};\n",
+        "UPDATE payouts SET iban = '",
+        g.iban(),
+        f"' WHERE id = {g.randint(1, 99999)};\n",
+    ]
+
+
+def t_ho_csv(g: Gen, i: int) -> list[Any]:
+    """A CSV export with PII columns."""
+    rows: list[Any] = ["id,name,email,ssn,card,iban,created\n"]
+    for _ in range(g.randint(2, 4)):
+        rows += [
+            f'{g.randint(1000, 99999)},"{g.name()}",',
+            g.email(),
+            ",",
+            Ent(g.ssn_str("-"), "US_SSN"),
+            ",",
+            g.card(),
+            ",",
+            g.iban(),
+            f",{g.iso_date()}\n",
+        ]
+    return rows
+
+
+def t_ho_xml(g: Gen, i: int) -> list[Any]:
+    """XML: a SOAP request with credentials and PII, or an AWS STS response."""
+    k = i % 3
+    if k == 0:
+        return [
+            '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">\n'
+            "  <soapenv:Header><wsse:Security><wsse:UsernameToken>\n"
+            f"    <wsse:Username>{g.user()}</wsse:Username>\n    <wsse:Password>",
+            plain_generic(g),
+            "</wsse:Password>\n  </wsse:UsernameToken></wsse:Security></soapenv:Header>\n"
+            "  <soapenv:Body><CreateCustomer>\n    <Email>",
+            g.email(),
+            "</Email>\n    <CardNumber>",
+            g.card(),
+            "</CardNumber>\n  </CreateCustomer></soapenv:Body>\n</soapenv:Envelope>\n",
+        ]
+    if k == 1:
+        return [
+            "<AssumeRoleResponse><AssumeRoleResult><Credentials>\n  <AccessKeyId>",
+            secret("ASIA" + g.chars(BASE32, 16), "AWS_ACCESS_KEY_ID"),
+            "</AccessKeyId>\n  <SecretAccessKey>",
+            secret(g.aws_secret(), "AWS_SECRET_ACCESS_KEY"),
+            f"</SecretAccessKey>\n  <Expiration>{g.timestamp()}</Expiration>\n"
+            "</Credentials></AssumeRoleResult></AssumeRoleResponse>\n",
+        ]
+    focus = ho_focus(i)
+    tag = g.pick(("apiKey", "ApiToken", "secret", "Token"))
+    if focus == "GENERIC_SECRET":
+        tag = g.pick(("password", "apiKey", "clientSecret"))
+    return [
+        f'<?xml version="1.0"?>\n<settings>\n  <endpoint>https://api.{g.domain()}</endpoint>\n',
+        f"  <{tag}>",
+        ho_value(g, focus),
+        f"</{tag}>\n  <contact>",
+        g.email(),
+        "</contact>\n</settings>\n",
+    ]
+
+
+def t_ho_access_log(g: Gen, i: int) -> list[Any]:
+    """Access-log lines with a credential in the query string."""
+    focus = g.pick(
+        ("GENERIC_SECRET", "GCP_API_KEY", "JWT", "SLACK_TOKEN", "STRIPE_KEY", "GITHUB_TOKEN")
+    )
+    param = {
+        "GENERIC_SECRET": g.pick(("api_key", "apikey", "token", "secret", "auth")),
+        "GCP_API_KEY": "key",
+        "JWT": g.pick(("access_token", "jwt", "id_token")),
+        "SLACK_TOKEN": "token",
+        "STRIPE_KEY": "api_key",
+        "GITHUB_TOKEN": "access_token",
+    }[focus]
+    value: list[Part] = (
+        [secret(g.chars(ALNUM, g.randint(24, 40)), "GENERIC_SECRET")]
+        if focus == "GENERIC_SECRET"
+        else g.value_of(focus)
+    )
+    path = g.pick(("/v1/export", "/api/v2/items", "/maps/api/geocode/json", "/hooks/ingest"))
+    return [
+        g.ip(),
+        f' - - [{g.timestamp()}] "GET {path}?{param}=',
+        value,
+        f'&page={g.randint(1, 9)} HTTP/1.1" 200 {g.randint(100, 99999)} '
+        f'"-" "{g.en.user_agent()}"\n',
+    ]
+
+
+def t_ho_app_settings(g: Gen, i: int) -> list[Any]:
+    """.NET, PHP, Ruby and Java settings with a password or key."""
+    k = i % 4
+    if k == 0:
+        return [
+            '"ConnectionStrings": {\n  "Default": "Server=tcp:',
+            g.host(),
+            f",1433;Initial Catalog={g.pick(('orders', 'crm'))};User ID={g.user()};Password=",
+            plain_generic(g),
+            ';Encrypt=True;"\n}\n',
+        ]
+    if k == 1:
+        name = g.pick(("db_password", "api_secret", "smtp_pass", "auth_token"))
+        return [
+            "<?php\n$config['db_host'] = '",
+            g.host(),
+            f"';\n$config['{name}'] = '",
+            plain_generic(g),
+            "';\n",
+        ]
+    if k == 2:
+        return [
+            'Rails.application.configure do\n  config.secret_key_base = "',
+            secret(g.chars(HEX, 128), "GENERIC_SECRET"),
+            '"\n  config.action_mailer.default_options = { from: "',
+            g.email(),
+            '" }\nend\n',
+        ]
+    return [
+        "spring.datasource.url=jdbc:postgresql://",
+        g.host(),
+        ":5432/app\nspring.datasource.username=",
+        g.user(),
+        "\nspring.datasource.password=",
+        plain_generic(g),
+        "\n",
+    ]
+
+
+def t_ho_terraform(g: Gen, i: int) -> list[Any]:
+    """Terraform provider blocks with inline credentials."""
+    k = i % 3
+    if k == 0:
+        return [
+            'provider "aws" {\n  region     = "eu-west-1"\n  access_key = "',
+            secret(g.aws_key_id(), "AWS_ACCESS_KEY_ID"),
+            '"\n  secret_key = "',
+            secret(g.aws_secret(), "AWS_SECRET_ACCESS_KEY"),
+            '"\n}\n',
+        ]
+    if k == 1:
+        return [
+            'provider "azurerm" {\n  features {}\n  tenant_id     = "',
+            g.uuid(),
+            '"\n  client_id     = "',
+            g.uuid(),
+            '"\n  client_secret = "',
+            secret(g.azure_client_secret(), "AZURE_CLIENT_SECRET"),
+            '"\n}\n',
+        ]
+    return [
+        'provider "github" {\n  owner = "acme"\n  token = "',
+        secret(g.github_token(), "GITHUB_TOKEN"),
+        '"\n}\n\nresource "github_actions_secret" "slack" {\n  plaintext_value = "',
+        secret(g.slack_webhook(), "SLACK_WEBHOOK"),
+        '"\n}\n',
+    ]
+
+
+POSTMAN_FOCUS = (
+    "GENERIC_SECRET",
+    "JWT",
+    "GITHUB_TOKEN",
+    "GITLAB_TOKEN",
+    "SLACK_TOKEN",
+    "STRIPE_KEY",
+    "OPENAI_API_KEY",
+    "GCP_API_KEY",
+)
+
+
+def t_ho_postman(g: Gen, i: int) -> list[Any]:
+    """A Postman collection item: header names and values in separate fields."""
+    focus = POSTMAN_FOCUS[i % len(POSTMAN_FOCUS)]
+    header = {
+        "GENERIC_SECRET": g.pick(("X-API-Key", "X-Auth-Token", "api-key")),
+        "JWT": "Authorization",
+    }.get(focus, g.pick(("Authorization", "X-Api-Key")))
+    value = ho_value(g, focus)
+    if header == "Authorization":
+        value = [Str(("Bearer ", *value))]
+    obj = {
+        "name": g.pick(("Create order", "List users", "Export report")),
+        "request": {
+            "method": "POST",
+            "header": [
+                {"key": "Content-Type", "value": "application/json"},
+                {"key": header, "value": value[0]},
+            ],
+            "url": {"raw": f"https://api.{g.domain()}/v1/orders"},
+            "body": {"mode": "raw", "raw": "{}"},
+        },
+    }
+    return jparts(obj, indent=g.pick((2, None)))
+
+
+def t_ho_k8s_env(g: Gen, i: int) -> list[Any]:
+    """A Kubernetes container `env` list: the name and the value on separate lines."""
+    focus = ho_focus(i)
+    name, value = (
+        secret_item(g, focus) if focus != "GENERIC_SECRET" else (g.var(focus), [plain_generic(g)])
+    )
+    return [
+        "spec:\n  containers:\n    - name: app\n      image: ghcr.io/acme/app:",
+        g.version(),
+        "\n      env:\n        - name: LOG_LEVEL\n          value: info\n",
+        f'        - name: {name}\n          value: "',
+        value,
+        '"\n',
+    ]
+
+
+def t_ho_notebook(g: Gen, i: int) -> list[Any]:
+    """A Jupyter notebook cell (JSON) that sets a key in code."""
+    focus = ho_focus(i)
+    name, value = (
+        secret_item(g, focus) if focus != "GENERIC_SECRET" else (g.var(focus), [plain_generic(g)])
+    )
+    line = Str(('os.environ["' + name + '"] = "', *value, '"\n'))
+    obj = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": g.randint(1, 40),
+                "metadata": {},
+                "outputs": [],
+                "source": ["import os\n", line, "client = make_client()\n"],
+            }
+        ],
+        "nbformat": 4,
+    }
+    return jparts(obj, indent=1)
+
+
+def t_ho_dockerfile(g: Gen, i: int) -> list[Any]:
+    """A Dockerfile or docker run line with a credential baked in."""
+    focus = ho_focus(i)
+    name, value = (
+        secret_item(g, focus) if focus != "GENERIC_SECRET" else (g.var(focus), [plain_generic(g)])
+    )
+    k = i % 3
+    if k == 0:
+        return [
+            f"FROM python:3.12-slim\nWORKDIR /app\nENV {name}=",
+            value,
+            '\nCMD ["python", "main.py"]\n',
+        ]
+    if k == 1:
+        return [f"FROM node:20\nARG {name}=", value, "\nRUN npm ci && npm run build\n"]
+    return [
+        f"docker run -d --name app -e {name}=",
+        value,
+        f" -p 8080:8080 acme/app:{g.version()}\n",
+    ]
+
+
+def t_ho_pii_prose(g: Gen, i: int) -> list[Any]:
+    """PII in phrasings and languages the tuning set does not use."""
+    name = g.name()
+    templates: list[Callable[[], list[Any]]] = [
+        lambda: ["Meine IBAN lautet ", g.iban(), ", bitte überweisen Sie den Betrag bis Freitag."],
+        lambda: ["Mon numéro de carte est le ", g.card(), ", pouvez-vous vérifier le paiement ?"],
+        lambda: ["Mi correo es ", g.email(), " y mi número de cuenta ", g.iban(), "."],
+        lambda: [f'To: "{name}" <', g.email(), ">\nCc: <", g.email(), ">\nSubject: contract\n"],
+        lambda: ['<a href="mailto:', g.email(), f'">Write to {name}</a>'],
+        lambda: ["SSN on the W-2 is ", g.ssn(), f"; employee {name}, hired {g.date()}."],
+        lambda: [
+            "Kreditkarte: ",
+            g.card(),
+            f" (gültig bis {g.randint(1, 12):02d}/{g.randint(26, 31)})",
+        ],
+        lambda: [f"Applicant {name} | SSN: ", g.ssn(), " | email: ", g.email()],
+        lambda: ["Bankverbindung: ", g.iban(), f" ({g.company()})"],
+        lambda: ["> card ", g.card(), " declined twice, customer is ", g.email()],
+    ]
+    return templates[i % len(templates)]()
+
+
+def t_ho_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
+    """Hard negatives in the held-out contexts."""
+    k = i % 8
+    if k == 0:
+        return "held-out: markdown placeholders", [
+            f"## Setup\n\n- **API key:** `{g.pick(PLACEHOLDER_SECRETS)}`\n"
+            f"- **Password:** `{g.pick(PLACEHOLDER_SECRETS)}`\n- **Region:** eu-west-1\n"
+        ]
+    if k == 1:
+        return "held-out: sql without secrets", [
+            f"SELECT id, created_at FROM orders WHERE total > {g.amount()} "
+            f"AND token_count < {g.randint(100, 9000)} ORDER BY id LIMIT 50;"
+        ]
+    if k == 2:
+        return "held-out: k8s env from secretKeyRef", [
+            "env:\n  - name: DB_PASSWORD\n    valueFrom:\n      secretKeyRef:\n"
+            "        name: db-credentials\n        key: password\n"
+        ]
+    if k == 3:
+        return "held-out: lockfile integrity hashes", [
+            f'"node_modules/{g.pick(("lodash", "react", "chalk"))}": {{\n'
+            f'  "version": "{g.version()}",\n'
+            f'  "integrity": "sha512-{base64.b64encode(g.rng.randbytes(64)).decode()}"\n}}'
+        ]
+    if k == 4:
+        return "held-out: masked card in a receipt", [
+            f"Paid {g.amount()} EUR with Visa **** **** **** {g.randint(1000, 9999)} "
+            f"on {g.date()}, auth code {g.chars(UPPER_ALNUM, 6)}."
+        ]
+    if k == 5:
+        return "held-out: access log without credentials", [
+            f'{g.en.ipv4_public()} - - [{g.timestamp()}] "GET /api/v2/items?page={g.randint(1, 9)}'
+            f'&sort=created_at&token_type=bearer HTTP/1.1" 200 {g.randint(100, 9999)}'
+        ]
+    if k == 6:
+        return "held-out: terraform variable references", [
+            'provider "aws" {\n  access_key = var.aws_access_key\n'
+            "  secret_key = var.aws_secret_key\n}\n"
+        ]
+    return "held-out: xml with public identifiers", [
+        f"<settings><clientId>{g.uuid()}</clientId><tokenEndpoint>https://login."
+        f"{g.domain()}/oauth2/token</tokenEndpoint><apiVersion>{g.version()}</apiVersion></settings>"
+    ]
+
+
+HELDOUT_SEED = 918273645
+HELDOUT_OUT = Path(__file__).with_name("heldout.jsonl")
+HELDOUT_SHARE = 0.35  # of each tuning template's count, drawn with the held-out seed
+HELDOUT_SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
+    ("chat", "held-out: markdown runbook", t_ho_markdown, 70),
+    ("code", "held-out: sql", t_ho_sql, 60),
+    ("log", "held-out: csv export", t_ho_csv, 40),
+    ("config", "held-out: xml", t_ho_xml, 60),
+    ("log", "held-out: access log with query credential", t_ho_access_log, 60),
+    ("config", "held-out: .net/php/ruby/java settings", t_ho_app_settings, 60),
+    ("config", "held-out: terraform provider", t_ho_terraform, 45),
+    ("json", "held-out: postman collection", t_ho_postman, 56),
+    ("config", "held-out: kubernetes env list", t_ho_k8s_env, 56),
+    ("json", "held-out: jupyter notebook", t_ho_notebook, 42),
+    ("shell", "held-out: dockerfile", t_ho_dockerfile, 56),
+    ("sentence", "held-out: pii prose", t_ho_pii_prose, 80),
+)
+N_HELDOUT_NEGATIVE = 80
+
+
 # -- the schedule ------------------------------------------------------------------------------
 
 Template = Callable[[Gen, int], list[Any]]
@@ -2532,10 +2981,13 @@ SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
 N_NEGATIVE = 360
 
 
-def generate(seed: int = SEED) -> list[dict[str, Any]]:
+def generate(seed: int = SEED, *, heldout: bool = False) -> list[dict[str, Any]]:
+    """The tuning set, or (`heldout`) the held-out set: a share of the tuning templates plus the
+    held-out-only ones, with their own negatives."""
     g = Gen(seed)
     samples: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    # the held-out set never repeats a text of the tuning set (a few negatives vary little)
+    seen: set[str] = {s["text"] for s in generate()} if heldout else set()
     counters: Counter[str] = Counter()
 
     def add(kind: str, note: str, parts: list[Any]) -> None:
@@ -2554,12 +3006,26 @@ def generate(seed: int = SEED) -> list[dict[str, Any]]:
             }
         )
 
-    for kind, note, fn, n in SCHEDULE:
+    schedule = SCHEDULE
+    n_negative = N_NEGATIVE
+    if heldout:
+        schedule = (
+            tuple(
+                (kind, note, fn, max(1, round(n * HELDOUT_SHARE))) for kind, note, fn, n in SCHEDULE
+            )
+            + HELDOUT_SCHEDULE
+        )
+        n_negative = round(N_NEGATIVE * HELDOUT_SHARE)
+    for kind, note, fn, n in schedule:
         for i in range(n):
             add(kind, note, fn(g, i))
-    for i in range(N_NEGATIVE):
+    for i in range(n_negative):
         note, parts = t_negative(g, i)
         add("negative", note, parts)
+    if heldout:
+        for i in range(N_HELDOUT_NEGATIVE):
+            note, parts = t_ho_negative(g, i)
+            add("negative", note, parts)
     return samples
 
 
@@ -2572,9 +3038,18 @@ def write(samples: list[dict[str, Any]], out: Path) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT, help=f"output file (default {OUT})")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--heldout",
+        action="store_true",
+        help=f"the held-out set (seed {HELDOUT_SEED}, held-out-only templates, {HELDOUT_OUT.name})",
+    )
+    parser.add_argument("--out", type=Path, default=None, help=f"output file (default {OUT})")
+    parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = HELDOUT_OUT if args.heldout else OUT
+    if args.seed is None:
+        args.seed = HELDOUT_SEED if args.heldout else SEED
     import faker
 
     if faker.VERSION != FAKER_VERSION:
@@ -2582,7 +3057,7 @@ def main(argv: list[str]) -> int:
             f"note: Faker {faker.VERSION} (the committed file was made with {FAKER_VERSION})",
             file=sys.stderr,
         )
-    samples = generate(args.seed)
+    samples = generate(args.seed, heldout=args.heldout)
     write(samples, args.out)
     per_entity = Counter(sp["entity"] for s in samples for sp in s["spans"])
     size = args.out.stat().st_size

@@ -16,8 +16,11 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentguard.dlp import ScanIncomplete, Scanner
+from agentguard.dlp import scan as _scan
 from agentguard.dlp.recognizers import entropy
 
 SCANNER = Scanner()
@@ -244,3 +247,176 @@ def test_every_secret_type_the_policy_knows_has_a_recognizer():
     from agentguard.dlp.recognizers import SECRET_ENTITIES
 
     assert set(SECRET_ENTITIES) == set(SECRET_TYPES)
+
+
+# ------------------------------------------------------------------ recognizer fixes
+# Each: the leak it catches, and a hard negative it must not flag.
+
+KEY_ID = "AKIAZ3MQ7RTX9PLK2WQE"
+AWS_SECRET = "Jx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4uI7oR"
+
+
+def test_base64_value_is_scanned_with_its_name():
+    """A Kubernetes Secret's `data:` value decodes to a bare key; its name is the context."""
+    encoded = base64.b64encode(AWS_SECRET.encode()).decode()
+    text = f"kind: Secret\ndata:\n  aws_secret_access_key: {encoded}\n"
+    assert ("AWS_SECRET_ACCESS_KEY", encoded) in texts(text)
+    # the same bytes under a harmless name are no AWS key
+    other = f"kind: ConfigMap\ndata:\n  build_id: {encoded}\n"
+    assert not [e for e, _ in texts(other) if e == "AWS_SECRET_ACCESS_KEY"]
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("SESSION_SECRET=tfm0=yjd*1p_&st8()9da(aah0a9d+ss3", "tfm0=yjd*1p_&st8()9da(aah0a9d+ss3"),
+        ("--password z^zf3$w+7af)+!h5=pzrlm&7r-8p2h+5x2wc", "z^zf3$w+7af)+!h5=pzrlm&7r-8p2h+5x2wc"),
+        ('-H "X-Secret-Token: 2o(ncvz&4(o5z%_*&mxt-m9zu2"', "2o(ncvz&4(o5z%_*&mxt-m9zu2"),
+    ],
+)
+def test_unquoted_secret_runs_on_over_ampersand(text, value):
+    assert ("GENERIC_SECRET", value) in texts(text)
+
+
+def test_query_parameter_after_a_token_is_not_part_of_it():
+    text = "GET /export?token=Qm9vT2xlYW5zMTIzNDU2Nzg5&page=2&sort=asc"
+    assert ("GENERIC_SECRET", "Qm9vT2xlYW5zMTIzNDU2Nzg5") in texts(text)
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        (
+            "SENDGRID_API_KEY=SG.nd9p4kLMi30UuE5IH2VxlA.PTq8cqLpQZgN3nlPkXuJX33o59btIhBY4e1",
+            "SG.nd9p4kLMi30UuE5IH2VxlA.PTq8cqLpQZgN3nlPkXuJX33o59btIhBY4e1",
+        ),
+        ("define('AUTH_KEY', '~ntQMXnCxO*me~_{7=yZGroh');", "~ntQMXnCxO*me~_{7=yZGroh"),
+        (
+            "machine api.example.org\n  login ci\n  password Z2eZ7TMyo1fO1NxdsC4lfS2NIu9n\n",
+            "Z2eZ7TMyo1fO1NxdsC4lfS2NIu9n",
+        ),
+    ],
+)
+def test_dotted_tokens_tilde_values_and_netrc_passwords_are_secrets(text, value):
+    assert ("GENERIC_SECRET", value) in texts(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "credential = ClientSecretCredential(\n    tenant_id=tid,\n)",
+        "secret_key = settings.SECRET_KEY",
+        "token = os.environ.get(",
+        "api_key = self.config.apiKeyV2",
+        "password = ~/.config/app/password.txt",
+        "DATABASE_URL=postgresql://user:password@localhost:5432/mydb",
+        "machine github.com login ci password changeme",
+    ],
+)
+def test_code_calls_references_and_example_passwords_are_not_secrets(text):
+    assert not [e for e, _ in texts(text) if e in ("GENERIC_SECRET", "URL_PASSWORD")]
+
+
+def test_url_password_before_a_bracketed_ipv6_host():
+    text = "MYSQL_URL='mysql://root:VVA-AjcpGfbWKPe_6f@[f15f:96ea:8a18::652]:3306/app'"
+    assert ("URL_PASSWORD", "VVA-AjcpGfbWKPe_6f") in texts(text)
+
+
+def test_encoded_at_sign_in_a_url_password_is_no_email_address():
+    text = "redis_url = 'redis://:tNw8y%40fZSGwFSR66v0@cache-6.stg.example.com:6379/1'"
+    found_ = texts(text)
+    assert not [e for e, _ in found_ if e == "EMAIL_ADDRESS"]
+    assert ("URL_PASSWORD", "tNw8y%40fZSGwFSR66v0") in found_
+    # an address in a query string is still one
+    assert ("EMAIL_ADDRESS", "jane.doe@example.com") in texts(
+        "https://crm.example.com?email=jane.doe@example.com"
+    )
+
+
+def test_an_ssn_beside_a_phone_word_stays_an_ssn():
+    text = '{"phone": "(04398) 74927", "ssn": "313-05-4808"}'
+    assert ("US_SSN", "313-05-4808") in texts(text)
+    assert ("PHONE_NUMBER", "313-05-4808") not in texts(text)
+
+
+def test_led_rules_match_like_a_full_scan_on_non_ascii_text():
+    """Lowercasing can change the length of a text (`İ`); the rule then scans the plain way."""
+    value = "Zq8w3Rt5Yp2Lk9Mn4Bv7"
+    for text in (f"İİ api_key={value}", f"API_KEY={value}", f"ﬁ Api-Key: {value}"):
+        assert ("GENERIC_SECRET", value) in texts(text), text
+
+
+def _unescape_reference(text: str, base: int, mark: str, *, plus: bool) -> tuple[str, list[int]]:
+    """The character-by-character decoder the regex-based one replaced."""
+    hexd = set("0123456789abcdefABCDEF")
+    out: list[str] = []
+    offsets: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        pair = text[i + 1 : i + 3]
+        escape = c == mark and len(pair) == 2 and set(pair) <= hexd
+        if escape and mark == "=" and i + 3 < n and text[i + 3] in hexd:
+            escape = False
+        if escape:
+            out.append(chr(int(pair, 16)))
+            offsets.append(base + i)
+            i += 3
+            continue
+        if mark == "=" and c == "=" and text[i + 1 : i + 3] == "\r\n":
+            i += 3
+            continue
+        if mark == "=" and c == "=" and text[i + 1 : i + 2] == "\n":
+            i += 2
+            continue
+        out.append(" " if plus and c == "+" else c)
+        offsets.append(base + i)
+        i += 1
+    offsets.append(base + i)
+    return "".join(out), offsets
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("%=+aF09Gz\r\n &")), max_size=40),
+    st.sampled_from(["%", "="]),
+    st.integers(0, 50),
+)
+def test_unescape_matches_the_reference_decoder(text, mark, base):
+    plus = mark == "%"
+    assert _scan._unescape(text, base, mark, plus=plus) == _unescape_reference(
+        text, base, mark, plus=plus
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("%2F4+=ab &\"'<>\n\u00a0")), max_size=60))
+def test_url_tokens_are_the_tokens_with_escapes(text):
+    expected = [
+        (m.start(), m.end())
+        for m in _scan._TOKEN.finditer(text)
+        if _scan._PERCENT.search(m.group())
+        or ("+" in m.group() and _scan._FORM_PLUS.search(m.group()))
+    ]
+    got = [
+        (a, b)
+        for a, b in _scan._url_tokens(text)
+        if _scan._PERCENT.search(text[a:b])
+        or ("+" in text[a:b] and _scan._FORM_PLUS.search(text[a:b]))
+    ]
+    assert got == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=48), st.booleans())
+def test_b64_text_decodes_what_base64_encodes(data, urlsafe):
+    raw = (base64.urlsafe_b64encode(data) if urlsafe else base64.b64encode(data)).decode()
+    raw = raw.rstrip("=") if urlsafe else raw
+    expected = None
+    try:
+        decoded = data.decode("utf-8")
+        ok = sum(c.isprintable() or c in "\r\n\t" for c in decoded)
+        expected = decoded if decoded and ok / len(decoded) > 0.95 else None
+    except UnicodeDecodeError:
+        pass
+    assert _scan._b64_text(raw) == expected

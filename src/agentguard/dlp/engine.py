@@ -196,8 +196,10 @@ def resolve(hits: list[Hit]) -> list[Hit]:
             if h.entity != "GENERIC_SECRET"
             or not any(s.start < h.end and h.start < s.end for s in specific)
         ]
+    # On the same characters the more specific reading wins whatever the scores (a phone
+    # recognizer boosted by a nearby "phone" outscores the SSN next to it).
     ordered = sorted(
-        set(hits), key=lambda h: (h.start, -(h.end - h.start), -h.score, _VAGUE.get(h.entity, 0))
+        set(hits), key=lambda h: (h.start, -(h.end - h.start), _VAGUE.get(h.entity, 0), -h.score)
     )
     out: list[Hit] = []
     for hit in ordered:

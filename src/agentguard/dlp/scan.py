@@ -13,7 +13,6 @@ leaves, decoding depth, and a deadline for the whole payload.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import bisect
 import dataclasses
@@ -37,8 +36,17 @@ _FORM_PLUS = re.compile(r"(?:^|[&?])[\w.\[\]-]{1,64}=[^\s&=]*\+")
 # `per_page=100` and `card=2221...` are not taken for escapes).
 _QP = re.compile(r"=\r?\n|=[0-9A-F]{2}(?![0-9A-Fa-f])")
 _B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{12,}={0,2}(?![A-Za-z0-9+/_=-])")
-# MIME base64: 76-character lines
-_B64_MIME = re.compile(r"(?:[A-Za-z0-9+/]{76}\r?\n)+[A-Za-z0-9+/]{4,76}={0,2}")
+# MIME base64: 76-character lines (tried only where a run of base64 characters starts, so the
+# scan is linear rather than 76 steps at every letter)
+_B64_MIME = re.compile(r"(?<![A-Za-z0-9+/])(?:[A-Za-z0-9+/]{76}\r?\n)+[A-Za-z0-9+/]{4,76}={0,2}")
+# Where a URL decoding could apply: a %XX escape, or a `+` in a form value (`=...+`)
+_URL_MARK = re.compile(r"%[0-9A-Fa-f]{2}|=[^\s&=\"'<>]*\+")
+_URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_QP_ESCAPE = re.compile(r"=[0-9A-Fa-f]{2}(?![0-9A-Fa-f])|=\r?\n")
+_URLSAFE = str.maketrans("-_", "+/")
+# `name: ` / `name=` right before a base64 value (a Kubernetes Secret's `data:` entry): the
+# decoded value is scanned with its name, so a recognizer that needs the name sees it.
+_ASSIGNED = re.compile(r"([A-Za-z_][\w.-]{0,63})[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?$")
 _FORM = re.compile(r"^[^\s=&]{1,256}=[^\s&]*(?:&[^\s=&]{1,256}=[^\s&]*)+$")
 _MAX_DECODED = 64 * 1024  # characters decoded out of one leaf
 _SEPARATOR = "\n\x00\n"  # between decoded pieces scanned together; no entity spans it
@@ -162,6 +170,8 @@ class _Run:
                 if local.end > len(decoded):
                     continue  # ran across the separator
                 start, end = index(local)
+                if hit.entity == "EMAIL_ADDRESS" and kind == "url" and _in_userinfo(text, start):
+                    continue  # `user:pa%40ss@host`: decoding made the password look like one
                 decoded_hits.append((Hit(hit.entity, start, end, hit.score), kind))
                 seen.add((hit.entity, decoded[local.start : local.end]))
         # What decoding found where the plain text already showed it is the same finding.
@@ -202,6 +212,12 @@ class _Run:
         self.findings.extend(nested.findings)
 
 
+def _in_userinfo(text: str, at: int) -> bool:
+    from agentguard.dlp.recognizers import in_userinfo  # loads Presidio: not on import
+
+    return in_userinfo(text, at)
+
+
 def _form_fields(text: str) -> list[tuple[int, int, str]] | None:
     """(start, end, name) of each field of a form body (`a=1&b=2`), or None."""
     if len(text) > _MAX_DECODED or not _FORM.match(text):
@@ -231,11 +247,11 @@ def _decodings(text: str, taken: list[tuple[int, int]]) -> Iterator[tuple[str, A
 
     Base64 runs inside something already found (a JWT, a key) are not decoded again.
     """
-    if ("%" in text and _PERCENT.search(text)) or ("+" in text and "=" in text):
-        for m in _TOKEN.finditer(text):  # linear: tokens first, then the ones with escapes
-            token = m.group()
+    if "%" in text or ("+" in text and "=" in text):
+        for start, end in _url_tokens(text):
+            token = text[start:end]
             if _PERCENT.search(token) or ("+" in token and _FORM_PLUS.search(token)):
-                decoded, offsets = _unescape(m.group(), m.start(), "%", plus=True)
+                decoded, offsets = _unescape(token, start, "%", plus=True)
                 yield decoded, _mapper(offsets), "url"
     if "=" in text and _QP.search(text):
         for start, end in _qp_blocks(text):  # only the lines that carry escapes
@@ -262,7 +278,27 @@ def _decodings(text: str, taken: list[tuple[int, int]]) -> Iterator[tuple[str, A
         if decoded_b64 is not None:
             budget -= len(decoded_b64)
             span = m.span()
+            named = _ASSIGNED.search(text, max(0, m.start() - 72), m.start())
+            if named is not None:
+                decoded_b64 = f"{named.group(1)}: {decoded_b64}"
             yield decoded_b64, (lambda _hit, span=span: span), "base64"
+
+
+def _url_tokens(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each token (`_TOKEN`) that holds a URL escape or a form `+`, found from
+    the marks rather than by splitting the whole text; each token once."""
+    done = 0
+    for m in _URL_MARK.finditer(text):
+        at = m.start()
+        if at < done:
+            continue
+        start = at
+        while start > done and text[start - 1] not in "\"'<>" and not text[start - 1].isspace():
+            start -= 1
+        token = _TOKEN.match(text, at)  # the mark itself is made of token characters
+        end = token.end() if token is not None else m.end()
+        done = end
+        yield start, end
 
 
 class _Spans:
@@ -302,30 +338,30 @@ def _qp_blocks(text: str) -> Iterator[tuple[int, int]]:
 def _unescape(text: str, base: int, mark: str, *, plus: bool) -> tuple[str, list[int]]:
     """Decode `%XX` (or `=XX`, and `=` soft line breaks) to latin-1 characters, one per byte,
     each mapped to the offset of the characters it came from."""
+    text = text[: 3 * _MAX_DECODED + 3]  # an escape is at most 3 characters
+    escapes = _URL_ESCAPE if mark == "%" else _QP_ESCAPE
     out: list[str] = []
     offsets: list[int] = []
-    i, n = 0, len(text)
-    while i < n and len(out) < _MAX_DECODED:
-        c = text[i]
-        escape = c == mark and _hex2(text[i + 1 : i + 3])
-        if escape and mark == "=" and i + 3 < n and text[i + 3] in _HEX:
-            escape = False  # `=2221...`: a value, not a quoted-printable escape
-        if escape:
-            out.append(chr(int(text[i + 1 : i + 3], 16)))
-            offsets.append(base + i)
-            i += 3
-            continue
-        if mark == "=" and c == "=" and text[i + 1 : i + 3] in ("\r\n",):
-            i += 3
-            continue
-        if mark == "=" and c == "=" and text[i + 1 : i + 2] == "\n":
-            i += 2
-            continue
-        out.append(" " if plus and c == "+" else c)
-        offsets.append(base + i)
-        i += 1
-    offsets.append(base + i)
+    pos = 0
+    for m in escapes.finditer(text):
+        at = m.start()
+        if at > pos:
+            chunk = text[pos:at]
+            out.append(chunk.replace("+", " ") if plus else chunk)
+            offsets.extend(range(base + pos, base + at))
+        escape = m.group()
+        if escape[1] not in "\r\n":  # not a soft line break
+            out.append(chr(int(escape[1:3], 16)))
+            offsets.append(base + at)
+        pos = m.end()
+    if pos < len(text):
+        chunk = text[pos:]
+        out.append(chunk.replace("+", " ") if plus else chunk)
+        offsets.extend(range(base + pos, base + len(text)))
+    offsets.append(base + len(text))
     decoded = "".join(out)
+    if len(decoded) > _MAX_DECODED:
+        decoded, offsets = decoded[:_MAX_DECODED], offsets[: _MAX_DECODED + 1]
     # UTF-8 multi-byte sequences stay as latin-1 characters: every entity agentguard looks for
     # is ASCII, and the one-character-per-byte map keeps offsets exact.
     return decoded, offsets
@@ -347,18 +383,21 @@ def _mapper(offsets: list[int]) -> Any:
 
 
 def _b64_text(raw: str) -> str | None:
+    """The text a base64 run (standard or URL-safe alphabet, as `_B64_RUN` matched it) decodes
+    to, when it is mostly printable UTF-8."""
+    if len(raw.rstrip("=")) % 4 == 1:
+        return None  # no base64 encoding has this length
     padded = raw + "=" * (-len(raw) % 4)
+    if "-" in raw or "_" in raw:
+        padded = padded.translate(_URLSAFE)
     try:
-        data = (
-            base64.urlsafe_b64decode(padded)
-            if ("-" in raw or "_" in raw)
-            else base64.b64decode(padded, validate=True)
-        )
-    except (binascii.Error, ValueError):
-        return None
-    try:
+        data = binascii.a2b_base64(padded)
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         return None
+    if not text:
+        return None
+    if text.isprintable():
+        return text
     printable = sum(c.isprintable() or c in "\r\n\t" for c in text)
-    return text if text and printable / len(text) > 0.95 else None
+    return text if printable / len(text) > 0.95 else None
