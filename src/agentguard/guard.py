@@ -915,33 +915,6 @@ class Guard:
         assert scope is not None
         return self.dlp.reveal(scope, text)
 
-    def release(self, verdict: Verdict, ctx: CallContext) -> Verdict:
-        """An approved verdict, ready to run: values its reviewer saw as pseudonyms put back.
-
-        If they cannot be put back (the vault lost them), the call is refused, never sent with
-        the pseudonyms in it."""
-        from agentguard.checks.dlp import REFILL_KEY, UnknownPseudonym
-
-        tokens = (verdict.annotations or {}).get(REFILL_KEY)
-        if not tokens or self.dlp is None or verdict.args is None:
-            return verdict
-        scope = self._scope(verdict.principal, ctx)
-        try:
-            if scope is None:
-                raise UnknownPseudonym("no principal to re-fill the approved values for")
-            args = self.dlp.release(verdict.args, list(tokens), scope)
-        except Exception as exc:
-            log.warning("agentguard: approved values could not be re-filled: %s", exc)
-            refused = self._deny(
-                verdict.call,
-                verdict.principal,
-                [Reason("dlp.refill_failed", Level.DLP, f"{exc}; the call was not sent")],
-                self.policy.tools.get(str(verdict.call.name)),
-            )
-            self._record_decision(refused, ctx)
-            return refused
-        return verdict.with_(args=args)
-
     def record_execution(
         self, verdict: Verdict, ctx: CallContext, *, status: str, output: Any = None
     ) -> None:

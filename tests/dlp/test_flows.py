@@ -188,27 +188,46 @@ def test_an_approved_call_is_re_filled_and_the_interrupt_never_holds_the_value(
         {"path": "$.body", "entity": "EMAIL_ADDRESS", "action": "approve"}
     ]
     assert world.sent == []
-    # a new guard (another process) with its own vault instance resumes the same thread
+    # a new guard (another process) with its own vault instance resumes the same thread: the
+    # call is decided again from the checkpoint, and what runs carries the real address
     guard2 = Guard(p, dlp=DlpCheck(p.dlp, vault=vault()), approvals=Approvals(development=True))
     graph2, _ = agent(guard2, world, [], checkpointer=saver)
     run(graph2, Command(resume={"type": "approve"}))
     assert world.sent == [{**email(body=body)}]
 
 
-def test_an_approved_call_whose_values_are_gone_is_not_sent_with_pseudonyms() -> None:
+def test_a_reviewer_who_edits_the_pseudonymized_view_sends_the_real_values() -> None:
+    world = World()
+    body = f"Please add {CUSTOMER} to the contract thread."
+    guard = Guard(policy(), audit=audit(), approvals=Approvals(development=True))
+    graph, _ = agent(guard, world, [calls(("send_email", email(body=body), "s1"))])
+    (pause,) = run(graph, {"messages": [("user", "loop carol in")]}).interrupts
+    edited = {**pause.value["action_requests"][0]["args"], "subject": "Contract"}
+    assert CUSTOMER not in json.dumps(edited)
+    decision = {"type": "edit", "edited_action": {"name": "send_email", "args": edited}}
+    assert run(graph, Command(resume=decision)).interrupts == ()
+    assert world.sent == [email(body=body, subject="Contract")]
+
+
+def test_the_verdict_keeps_the_values_and_only_the_reviewers_view_has_pseudonyms() -> None:
+    """Grants and signed answers bind to the real call: a pseudonym means another value in
+    another thread, so it must never be what an approval matches on."""
     p = load_policy(policy())
-    vault = MemoryPseudonymVault()
-    guard = Guard(p, dlp=DlpCheck(p.dlp, vault=vault), audit=audit())
+    guard = Guard(p, audit=audit())
     ctx = CallContext(runtime_context={"principal": ALICE}, thread_id="t")
     tools = {t.name: t for t in World().tools}
-    args = email(body=f"cc {CUSTOMER}")
+    args = email(body=f"cc {CUSTOMER}, card 4111 1111 1111 1111", subject="+1 415 555 2671")
+    p.tools["send_email"].dlp.entities.update({"CREDIT_CARD": "redact", "PHONE_NUMBER": "mask"})
     verdict = guard.check({"name": "send_email", "args": args, "id": "c"}, ctx, tools)
     assert verdict.decision is Decision.APPROVE_FIRST
-    assert guard.release(verdict, ctx).args == args
-    vault.forget(vault_scope(ALICE, "t"))
-    refused = guard.release(verdict, ctx)
-    assert refused.decision is Decision.DENY and refused.reasons[0].code == "dlp.refill_failed"
-    assert "<EMAIL_ADDRESS_" not in json.dumps(refused.args or {})
+    assert verdict.args == {
+        **args,
+        "body": f"cc {CUSTOMER}, card [CREDIT_CARD]",
+        "subject": "***********2671",
+    }
+    shown = verdict.annotations["dlp_shown_args"]
+    assert shown["body"] == "cc <EMAIL_ADDRESS_1>, card [CREDIT_CARD]"
+    assert shown["subject"] == "***********2671"
 
 
 # -- results pseudonymized for the model, re-filled on the way out --------------------------

@@ -71,6 +71,7 @@ from agentguard.approvals.store import (
     PendingRequest,
     open_store,
 )
+from agentguard.checks.dlp import SHOWN_KEY
 from agentguard.context import Principal
 from agentguard.errors import ConfigurationError
 from agentguard.policy.model import Confirmation, Policy, ReviewDecision, ToolPolicy
@@ -352,13 +353,15 @@ class ApprovalFlow:
     def request(self) -> dict[str, Any]:
         """The interrupt value: LangChain's HITL request for one action, plus what binds it."""
         v = self._round.verdict
-        args = dict(v.args or {})
+        annotations = v.annotations or {}
+        # DLP's view where it flagged values that need a yes: those as pseudonyms, not values
+        shown = annotations.get(SHOWN_KEY)
+        args = dict(shown if isinstance(shown, Mapping) else (v.args or {}))
         kind = self.kind
         reasons = [
             {"code": r.code, "level": r.level.value, "message": r.message} for r in v.reasons[:8]
         ]
         needed = 2 if kind is Confirmation.FOUR_EYES else 1
-        annotations = v.annotations or {}
         binding = self._binding(v)
         extra: dict[str, Any] = {
             "version": 1,

@@ -16,8 +16,8 @@ A scan that cannot complete (too big, too deep, too slow) refuses the call. Find
 audit trail as types, fields and counts only.
 
 Pseudonyms work both ways. A call that pauses for approval shows the reviewer its flagged
-values as pseudonyms (the interrupt, the checkpoint and Studio never hold them); once approved,
-the values are put back just before the call runs (`release`). With `dlp.results`, untrusted
+values as pseudonyms (the interrupt, which the checkpoint keeps and Studio shows, never holds
+them); once approved, the call runs with the real values. With `dlp.results`, untrusted
 tool results can reach the model pseudonymized; tokens the model copies into a later call are
 re-filled from the vault before the call is checked (`refill`), so every check sees the real
 value, and a token the vault does not know for this principal and thread refuses the call.
@@ -45,10 +45,10 @@ if TYPE_CHECKING:
     from agentguard.guard import CheckInput, CheckResult
     from agentguard.policy.model import DlpAction, DlpInbound, DlpSettings, ToolPolicy
 
-__all__ = ["REFILL_KEY", "DlpCheck", "Screened", "UnknownPseudonym", "vault_scope"]
+__all__ = ["SHOWN_KEY", "DlpCheck", "Screened", "UnknownPseudonym", "vault_scope"]
 
 _TRANSFORMS = ("redact", "mask", "hash", "pseudonymize")
-REFILL_KEY = "dlp_refill"  # verdict annotation: tokens shown to a reviewer, put back on release
+SHOWN_KEY = "dlp_shown_args"  # verdict annotation: the arguments as a reviewer may see them
 
 
 class UnknownPseudonym(ScanIncomplete):
@@ -81,7 +81,7 @@ class DlpCheck:
     """A `Check`: scan outbound arguments, then block, ask, transform or allow (see module).
 
     Also screens text coming in (`screen`: tool results, the model's replies) and owns the
-    pseudonym vault (`refill`, `release`, `reveal`)."""
+    pseudonym vault (`refill`, `reveal`)."""
 
     name = "dlp"
 
@@ -140,26 +140,24 @@ class DlpCheck:
                 ),
                 annotations=annotations,
             )
-        # A value that needs a yes is shown to the reviewer as a pseudonym, never as itself,
-        # and put back when the approved call runs (`release`).
         asks = [d for d in noted if d.action == "approve"]
-        rewrites = [d for d in noted if d.action in _TRANSFORMS] + [
-            _Decided(d.finding, "pseudonymize") for d in asks
-        ]
+        transforms = [d for d in noted if d.action in _TRANSFORMS]
         args: Mapping[str, Any] | None = None
         scope = vault_scope(call.principal, call.context.thread_id)
-        if rewrites:
-            try:
-                args, issued = self._transform(call.args, rewrites, scope)
-            except (_CannotTransform, ScanIncomplete) as exc:
-                return CheckResult(
-                    denials=(Reason("dlp.blocked", Level.DLP, str(exc)),),
-                    annotations=annotations,
-                )
+        try:
+            if transforms:
+                args = self._transform(call.args, transforms, scope)
             if asks:
-                annotations[REFILL_KEY] = sorted(
-                    {issued[id(d.finding)] for d in asks if id(d.finding) in issued}
-                )
+                # The reviewer sees a value that needs a yes as a pseudonym, never as itself
+                # (the interrupt is kept in the checkpoint and shown in Studio); the call that
+                # runs once approved is the verdict's, with the real value.
+                shown = transforms + [_Decided(d.finding, "pseudonymize") for d in asks]
+                annotations[SHOWN_KEY] = self._transform(call.args, shown, scope)
+        except (_CannotTransform, ScanIncomplete) as exc:
+            return CheckResult(
+                denials=(Reason("dlp.blocked", Level.DLP, str(exc)),),
+                annotations=annotations,
+            )
         approval = None
         if asks:
             approval = Approval(
@@ -213,21 +211,6 @@ class DlpCheck:
         refilled: Mapping[str, Any] = _map_strings(args, lambda text: _put_back(text, known))
         return refilled
 
-    def release(
-        self, args: Mapping[str, Any], tokens: Sequence[str], scope: str
-    ) -> Mapping[str, Any]:
-        """An approved call's arguments with the pseudonyms its reviewer saw put back."""
-        known = self.vault.values(scope, tokens)
-        missing = [t for t in tokens if t not in known]
-        if missing:
-            raise UnknownPseudonym(
-                f"{len(missing)} value(s) the reviewer approved are no longer in the pseudonym "
-                "vault (expired, or a vault that does not outlive the process)"
-            )
-        chosen = {t: known[t] for t in tokens}
-        released: Mapping[str, Any] = _map_strings(args, lambda text: _put_back(text, chosen))
-        return released
-
     def reveal(self, scope: str, text: str) -> str:
         """`text` with the scope's pseudonyms replaced by their values, for the person
         entitled to see them (the principal of that thread)."""
@@ -262,7 +245,7 @@ class DlpCheck:
         if any(d.action == "block" for d in decided):
             return Screened("", summary, True, _listing([d for d in shown if d.action == "block"]))
         try:
-            out, _ = self._transform({"text": text}, decided, scope or "-")
+            out = self._transform({"text": text}, decided, scope or "-")
         except (_CannotTransform, ScanIncomplete) as exc:
             return Screened("", summary, True, str(exc)[:200])
         return Screened(str(out["text"]), summary)
@@ -282,25 +265,17 @@ class DlpCheck:
 
     def _transform(
         self, args: Mapping[str, Any], decided: list[_Decided], scope: str
-    ) -> tuple[dict[str, Any], dict[int, str]]:
-        """(rewritten copy, id(finding) -> the pseudonym issued for it)."""
+    ) -> dict[str, Any]:
+        """A rewritten copy of `args` (the caller's is left as it was)."""
         out: Any = dict(args)
-        issued: dict[int, str] = {}
         by_path: dict[str, list[_Decided]] = {}
         for d in decided:
             by_path.setdefault(d.finding.path, []).append(d)
         for path, items in by_path.items():
-            out = self._apply(out, path, items, scope, issued)
-        return dict(out), issued
+            out = self._apply(out, path, items, scope)
+        return dict(out)
 
-    def _apply(
-        self,
-        root: Any,
-        path: str,
-        items: list[_Decided],
-        scope: str,
-        issued: dict[int, str],
-    ) -> Any:
+    def _apply(self, root: Any, path: str, items: list[_Decided], scope: str) -> Any:
         # A form field's offsets are into the whole form body: rewrite that leaf.
         steps = _steps(path.split("<form>", 1)[0])
         if steps is None:
@@ -317,8 +292,6 @@ class DlpCheck:
                 start = min(d.finding.start for d in group)
                 end = max(d.finding.end for d in group)
                 token = self._replacement(lead.action, lead.finding.entity, value[start:end], scope)
-                if lead.action == "pseudonymize":
-                    issued.update((id(d.finding), token) for d in group)
                 value = value[:start] + token + value[end:]
             return value
 

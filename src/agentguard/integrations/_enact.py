@@ -131,10 +131,7 @@ def settle(
         flow.take(step)
         outcome = flow.outcome
     if outcome.kind == "run":
-        released = guard.release(outcome.verdict, ctx)
-        if not released.allowed:
-            return Settled(released, refusal_message(released))
-        return Settled(released, None, outcome.edited)
+        return Settled(outcome.verdict, None, outcome.edited)
     if outcome.kind == "respond":
         return Settled(outcome.verdict, _answer_message(outcome.verdict, outcome.message or ""))
     return Settled(outcome.verdict, refusal_message(outcome.verdict))

@@ -296,6 +296,7 @@ class DlpSettings(_Strict):
     @classmethod
     def _over_defaults(cls, given: dict[str, DlpAction]) -> dict[str, DlpAction]:
         return {**default_dlp_actions(), **given}
+
     approval: Confirmation = Field(
         default=Confirmation.CONFIRM, description="who says yes when an action is 'approve'"
     )
