@@ -291,12 +291,6 @@ class DlpSettings(_Strict):
     default_action: DlpAction = Field(
         default="block", description="for entity types not listed in `entities`"
     )
-
-    @field_validator("entities", mode="after")
-    @classmethod
-    def _over_defaults(cls, given: dict[str, DlpAction]) -> dict[str, DlpAction]:
-        return {**default_dlp_actions(), **given}
-
     approval: Confirmation = Field(
         default=Confirmation.CONFIRM, description="who says yes when an action is 'approve'"
     )
@@ -311,6 +305,12 @@ class DlpSettings(_Strict):
         default_factory=DlpInbound,
         description="the text the model writes to the user, before it is shown or stored",
     )
+
+    @field_validator("entities", mode="after")
+    @classmethod
+    def _over_defaults(cls, given: dict[str, DlpAction]) -> dict[str, DlpAction]:
+        # Naming one type never drops the others' defaults: a secret leaving needs saying so.
+        return {**default_dlp_actions(), **given}
 
     @model_validator(mode="after")
     def _approval_kind(self) -> DlpSettings:
