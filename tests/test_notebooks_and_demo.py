@@ -47,6 +47,15 @@ def test_demo_shows_every_promised_step(tmp_path: Path) -> None:
     assert "read_latest_email came back untrusted: action=quarantine" in text
     assert "[provenance] arguments carry values from untrusted content: 'to'" in text
     assert "from read_latest_email#m1" in text
+    # Act 4: DLP on an egress tool, no wiring: a key is refused by type and field, never shown;
+    # an address in the body pauses with a pseudonym and goes out re-filled once approved
+    assert "[dlp] the payload carries data that must not leave: AWS_ACCESS_KEY_ID in $.body" in text
+    assert 'dlp.blocked, findings [{"entity": "AWS_ACCESS_KEY_ID", "path": "$.body"' in text
+    assert "The model reads (the type and field, not the key):" in text
+    assert 'body="Dana, meet Carol from our customer team: <EMAIL_ADDRESS_1>."' in text
+    assert '"entity": "EMAIL_ADDRESS", "action": "approve"' in text
+    sent = text.split("the email as sent:", 1)[1]
+    assert 'body="Dana, meet Carol from our customer team: carol@customer.example."' in sent
 
 
 def test_demo_audit_log_verifies_with_the_cli(

@@ -19,6 +19,7 @@ from agentguard.audit import AuditLog, JsonlSink, read_events, verify_events
 from agentguard.context import Principal
 from agentguard.demo import crm
 from agentguard.demo.approval_act import approval_act
+from agentguard.demo.dlp_act import dlp_act
 from agentguard.demo.injection_act import injection_act
 from agentguard.guard import Guard
 from agentguard.identity import CallContext
@@ -193,10 +194,16 @@ def run_demo(out: TextIO, workdir: Path | None = None) -> int:
         + str(audit_path)
     )
     say()
-    act_ok = approval_act(say, workdir, policy) and injection_act(say, policy)
+    acts = {
+        "act 2": approval_act(say, workdir, policy),
+        "act 3": injection_act(say, policy),
+        "act 4": dlp_act(say, workdir, policy),
+    }
+    act_ok = all(acts.values())
     expected = ["allowed", "schema", "allowed", "tool", "tenant"]
     ok = outcomes == expected and report.ok and not bad.ok and bad.first_bad_index == victim
     ok = ok and act_ok
     if not ok:
-        say(f"UNEXPECTED: outcomes {outcomes}, expected {expected}")
+        failed = [name for name, passed in acts.items() if not passed]
+        say(f"UNEXPECTED: outcomes {outcomes}, expected {expected}; acts failing: {failed}")
     return 0 if ok else 1
