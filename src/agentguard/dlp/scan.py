@@ -101,6 +101,7 @@ class Scanner:
 
     def scan(self, value: Any, path: str = "$") -> list[Finding]:
         """Findings in every leaf of `value` (arguments, a message, a result)."""
+        self.detector  # noqa: B018 - built first: loading Presidio is not the payload's time
         run = _Run(self, time.monotonic() + self.time_budget)
         run.walk(value, path, 0)
         return run.findings
