@@ -51,6 +51,7 @@ bench: $(DEVSTAMP) services
 	$(BIN)/python benchmarks/memory_overhead.py
 	$(BIN)/python benchmarks/mcp_signing.py
 	$(BIN)/python benchmarks/dlp_detection.py
+	$(BIN)/python benchmarks/dlp_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -36,6 +36,8 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import APIStatusError
 
+from agentguard import args_digest as digest
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("langgraph")
 ALICE = "alice-demo-token"  # acme, team sales
@@ -372,7 +374,36 @@ def test_signed_approve_runs_the_call(server: str, studio: ModuleType, graph: st
     )
     tool = _tool_message(messages)
     assert tool["status"] == "success"
-    assert tool["content"].startswith("queued message #") and tool["content"].endswith(EMAIL["to"])
+    assert tool["content"].startswith("queued message #")
+    assert tool["content"].endswith(f"to {EMAIL['to']}: {EMAIL['subject']}")
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_personal_data_in_a_paused_call_reaches_studio_as_a_pseudonym(
+    server: str, studio: ModuleType, graph: str
+) -> None:
+    """The interrupt is what Studio shows and the checkpoint keeps: an address that needs a
+    yes is there as a pseudonym; the approved call sends the address itself."""
+    client = _client(server)
+    email = {**EMAIL, "subject": "Intro: carol.diaz@partner.example"}
+    thread_id = client.threads.create()["thread_id"]
+    ask: Any = {"messages": [{"role": "user", "content": f"call send_email {json.dumps(email)}"}]}
+    client.runs.wait(thread_id, graph, input=ask)
+    pending = _pending(client, thread_id)
+    [request] = pending["value"]["action_requests"]
+    assert request["args"] == {**email, "subject": "Intro: <EMAIL_ADDRESS_1>"}
+    assert "carol.diaz" not in json.dumps(pending)
+    meta = request["agentguard"]
+    assert meta["dlp_findings"] == [
+        {"path": "$.subject", "entity": "EMAIL_ADDRESS", "action": "approve"}
+    ]
+    assert meta["binding"]["args_digest"] == digest(email)  # binds to the real call
+    messages = _resume(
+        client, thread_id, graph, pending["id"], _as_alice(studio, request, "approve")
+    )
+    tool = _tool_message(messages)
+    assert tool["status"] == "success"
+    assert tool["content"].endswith(f"to {EMAIL['to']}: Intro: carol.diaz@partner.example")
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
@@ -385,7 +416,7 @@ def test_signed_edit_runs_the_edited_call(server: str, studio: ModuleType, graph
     tool = _tool_message(_resume(client, thread_id, graph, pending["id"], answer))
     assert tool["status"] == "success"
     assert tool["content"].startswith("[agentguard] A human reviewer edited this call")
-    assert tool["content"].endswith("to carol@acme.example")
+    assert tool["content"].endswith(f"to carol@acme.example: {EMAIL['subject']}")
     assert EMAIL["to"] not in tool["content"]
 
 
@@ -438,7 +469,8 @@ def test_answer_that_does_not_count_leaves_the_call_pending(
         assert not any(m["type"] == "tool" for m in _messages(client, thread_id))
     answer = _as_alice(studio, request, "approve")
     tool = _tool_message(_resume(client, thread_id, graph, pending["id"], answer))
-    assert tool["status"] == "success" and tool["content"].endswith(EMAIL["to"])
+    assert tool["status"] == "success"
+    assert tool["content"].endswith(f"to {EMAIL['to']}: {EMAIL['subject']}")
 
 
 # -- memory: the store factory scopes every operation to the authenticated user ------------

@@ -43,7 +43,7 @@ def get_contact(contact_id: str) -> dict[str, str]:
 def send_email(to: str, subject: str, body: str) -> str:
     """Send an email."""
     OUTBOX.append({"to": to, "subject": subject, "body": body})
-    return f"queued message #{len(OUTBOX)} to {to}"
+    return f"queued message #{len(OUTBOX)} to {to}: {subject}"
 
 
 @tool
