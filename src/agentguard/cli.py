@@ -1,5 +1,5 @@
 """`agentguard`: lint policies, export the policy JSON Schema, verify audit logs, list consent
-ledger entries, run the demo."""
+ledger entries, scan sample payloads for DLP, run the demo."""
 
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from agentguard.approvals.ledger_cli import add_consent_commands
     from agentguard.audit.cli import add_audit_commands
+    from agentguard.dlp.cli import add_dlp_commands
     from agentguard.killswitch_cli import add_kill_commands
     from agentguard.mcp.cli import add_mcp_commands
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_consent_commands(sub)
     add_kill_commands(sub)
     add_mcp_commands(sub)
+    add_dlp_commands(sub)
 
     demo = sub.add_parser("demo", help="run the offline demo")
     demo.add_argument("--workdir", help="where the demo writes its audit log")
