@@ -784,6 +784,8 @@ class Guard:
         received = self.content.receive_text(text, source=name, call_id=call_id)
         label = received.label
         screened = None
+        if label.untrusted and self.dlp is not None and self.dlp.settings.enabled:
+            received = self._defanged(received)
         if label.untrusted and self._screens_results(name):
             received, screened = self._screen_result(received, verdict, ctx)
         if label.untrusted:
@@ -826,6 +828,17 @@ class Guard:
         if not isinstance(principal, Principal):
             return None
         return vault_scope(principal, ctx.thread_id if ctx is not None else None)
+
+    @staticmethod
+    def _defanged(received: Received) -> Received:
+        from agentguard.checks.dlp import defang
+        from agentguard.content.receive import Received
+
+        text = defang(received.text)
+        withheld = defang(received.withheld) if received.withheld is not None else None
+        if text is received.text and withheld is received.withheld:
+            return received
+        return Received(text, received.label, withheld, received.assessment)
 
     def _screens_results(self, source: str) -> bool:
         if self.dlp is None or not self.dlp.settings.enabled:

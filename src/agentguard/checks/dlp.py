@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from agentguard.guard import CheckInput, CheckResult
     from agentguard.policy.model import DlpAction, DlpInbound, DlpSettings, ToolPolicy
 
-__all__ = ["SHOWN_KEY", "DlpCheck", "Screened", "UnknownPseudonym", "vault_scope"]
+__all__ = ["SHOWN_KEY", "DlpCheck", "Screened", "UnknownPseudonym", "defang", "vault_scope"]
 
 _TRANSFORMS = ("redact", "mask", "hash", "pseudonymize")
 SHOWN_KEY = "dlp_shown_args"  # verdict annotation: the arguments as a reviewer may see them
@@ -347,15 +347,35 @@ _NER_TYPES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP")
 
 
 def _tokens_in_leaves(args: Any) -> list[str]:
+    """Token-shaped strings in the string leaves, in order (a walk, no copy)."""
     found: dict[str, None] = {}
+    stack: list[tuple[Any, int]] = [(args, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > 256:  # the deepest `limits.max_depth` a policy may set
+            raise _TooDeep("arguments nested too deep to re-fill")
+        if isinstance(value, str):
+            if "<" in value:
+                found.update(dict.fromkeys(tokens_in(value)))
+        elif isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in reversed(list(value.values())))
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in reversed(value))
+    return list(found)
 
-    def visit(text: str) -> str:
-        if "<" in text:
-            found.update(dict.fromkeys(tokens_in(text)))
+
+def defang(text: str) -> str:
+    """Token-shaped strings of DLP's types in text that came from outside, made inert
+    (`<EMAIL_ADDRESS_1>` becomes `[unissued EMAIL_ADDRESS_1]`): a document cannot plant a
+    pseudonym for the guard to re-fill with a value this thread holds."""
+    if "<" not in text:
         return text
 
-    _map_strings(args, visit)
-    return list(found)
+    def inert(m: re.Match[str]) -> str:
+        token = m.group()
+        return f"[unissued {token[1:-1]}]" if _is_ours(token) else token
+
+    return TOKEN_RE.sub(inert, text)
 
 
 def _put_back(text: str, table: Mapping[str, str]) -> str:
