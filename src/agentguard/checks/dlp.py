@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from agentguard.dlp.entities import ALL_TYPES
 from agentguard.dlp.errors import ScanIncomplete
 from agentguard.dlp.scan import Finding, Scanner
 from agentguard.dlp.vault import TOKEN_RE, MemoryPseudonymVault, PseudonymVault, tokens_in
@@ -337,13 +338,7 @@ def _merged(items: list[_Decided]) -> list[list[_Decided]]:
 
 def _is_ours(token: str) -> bool:
     """A token of an entity type DLP issues (not any `<FOO_1>` a template might use)."""
-    from agentguard.dlp.entities import PII_TYPES, SECRET_TYPES
-
-    entity = token[1:].rsplit("_", 1)[0]
-    return entity in PII_TYPES or entity in SECRET_TYPES or entity in _NER_TYPES
-
-
-_NER_TYPES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP")
+    return token[1:].rsplit("_", 1)[0] in ALL_TYPES
 
 
 def _tokens_in_leaves(args: Any) -> list[str]:

@@ -3,7 +3,7 @@ evaluation set and the benchmark (importing this loads nothing else)."""
 
 from __future__ import annotations
 
-__all__ = ["PII_TYPES", "SECRET_TYPES"]
+__all__ = ["ALL_TYPES", "NER_TYPES", "PII_TYPES", "SECRET_TYPES"]
 
 PII_TYPES = ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "PHONE_NUMBER", "IP_ADDRESS")
 SECRET_TYPES = (
@@ -24,3 +24,6 @@ SECRET_TYPES = (
     "URL_PASSWORD",
     "GENERIC_SECRET",
 )
+# Name-like types, found only with the `ner` profile (a spaCy model the user installs).
+NER_TYPES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP")
+ALL_TYPES = frozenset(PII_TYPES + SECRET_TYPES + NER_TYPES)

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from agentguard.dlp.entities import SECRET_TYPES
+from agentguard.dlp.entities import ALL_TYPES, SECRET_TYPES
 
 TOOL_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
 SCOPE_RE = r"^(\*|[A-Za-z0-9_\-.]+|\*:[A-Za-z0-9_\-.*]+|[A-Za-z0-9_\-.]+:[A-Za-z0-9_\-.*]+)$"
@@ -218,7 +219,22 @@ class ToolContentSettings(_Strict):
 
 
 DlpAction = Literal["allow", "redact", "mask", "hash", "pseudonymize", "approve", "block"]
-DlpEntity = Annotated[str, StringConstraints(pattern=r"^(?:[A-Z][A-Z0-9_]{1,63}|\*)$")]
+
+
+def _known_entity(name: str) -> str:
+    # A misspelt type ("EMAIL") would be a rule that never fires: refuse it.
+    if name != "*" and name not in ALL_TYPES:
+        raise ValueError(f"unknown DLP entity type {name!r}; known: {', '.join(sorted(ALL_TYPES))}")
+    return name
+
+
+DlpEntity = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$"), AfterValidator(_known_entity)
+]
+# In a field rule, `*` stands for every type found in that field.
+DlpFieldEntity = Annotated[
+    str, StringConstraints(pattern=r"^(?:[A-Z][A-Z0-9_]{1,63}|\*)$"), AfterValidator(_known_entity)
+]
 # A field path as the scanner reports it, without "$.": `to`, `cc[*]`, `headers.*`,
 # `body<form>.to`, `payload.**`; `[*]` is any index, `*` one key, `**` any depth.
 DlpField = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -327,7 +343,7 @@ class ToolDlpSettings(_Strict):
         default=None, description="unset: the policy's `dlp.results.scan` decides"
     )
     entities: dict[DlpEntity, DlpAction] = Field(default_factory=dict)
-    fields: dict[DlpField, dict[DlpEntity, DlpAction]] = Field(
+    fields: dict[DlpField, dict[DlpFieldEntity, DlpAction]] = Field(
         default_factory=dict,
         description="field path -> entity (or '*') -> action; the most specific rule wins",
     )
