@@ -201,7 +201,7 @@ def test_json_inside_a_string_is_rewritten_inside():
         {"entities": {"EMAIL": "allow"}},  # a misspelt type would be a rule that never fires
         {"entities": {"*": "allow"}},  # `*` belongs in field rules only
         {"results": {"entities": {"EMAIL_ADDRESS": "approve"}}},  # nobody to approve text in
-        {"answers": {"scan": "yes"}},
+        {"answers": {"scann": True}},  # a misspelt key
     ],
 )
 def test_malformed_dlp_policies_are_refused(bad):
