@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,6 +105,34 @@ def test_lint_reports_risky_tools_without_confirmation_and_dead_rules() -> None:
     assert any("tools.unreachable" in f and "no role can ever call" in f for f in text)
     assert any("tools.enum.args.x" in f and "never match" in f for f in text)
     assert any(f.startswith("error: tools.deadenum.args.x") for f in text)
+
+
+def test_lint_names_dlp_settings_that_leak_or_will_ask_for_every_email() -> None:
+    def lint(**dlp: Any) -> list[str]:
+        egress = {"risk": "medium", "scopes": ["mail:send"], "egress": True}
+        tools = {
+            "mail": {**egress, "args": {"to": {"max_length": 254}}},
+            "typed": {**egress, "args": {"to": {"format": "email"}}},
+            "ruled": {**egress, "args": {"cc": {}}, "dlp": {"fields": {"cc[*]": {"*": "allow"}}}},
+        }
+        return [str(f) for f in lint_policy({"version": "1", "tools": tools, "dlp": dlp})]
+
+    text = lint()
+    assert [f for f in text if "recipient" in f] == [
+        "warning: tools.mail.args.to: looks like a recipient but is neither `format: email` nor "
+        "given a `dlp.fields` rule: every address in it will need approval"
+    ]
+    assert any(
+        "secrets allowed to leave: GITHUB_TOKEN" in f
+        for f in lint(entities={"GITHUB_TOKEN": "allow"})
+    )
+    assert any(
+        "dlp.results.entities" in f
+        for f in lint(results={"scan": True, "entities": {"PRIVATE_KEY": "allow"}})
+    )
+    assert lint(enabled=False) == [
+        "warning: dlp.enabled: false: nothing that leaves is scanned for data"
+    ]
 
 
 def test_lint_cross_checks_against_real_tools() -> None:

@@ -39,7 +39,7 @@ def lint_policy(
         if not exc.problems:
             return [Finding("error", where, "cannot load policy")]
         return [_problem_finding(p) for p in exc.problems]
-    findings: list[Finding] = []
+    findings: list[Finding] = _lint_dlp(policy)
     for name, tool in policy.tools.items():
         findings.extend(_lint_tool(policy, name, tool))
     if tool_schemas is not None:
@@ -63,6 +63,53 @@ def _load(source: str | Path | Mapping[str, Any] | Policy) -> Policy:
 def _problem_finding(problem: str) -> Finding:
     where, _, message = problem.partition(": ")
     return Finding("error", where, message or problem)
+
+
+_RECIPIENT_ARGS = frozenset({"to", "cc", "bcc", "recipient", "recipients", "email", "reply_to"})
+
+
+def _lint_dlp(policy: Policy) -> list[Finding]:
+    from agentguard.dlp.entities import SECRET_TYPES
+
+    out: list[Finding] = []
+    dlp = policy.dlp
+    if not dlp.enabled:
+        out.append(
+            Finding("warning", "dlp.enabled", "false: nothing that leaves is scanned for data")
+        )
+        return out
+    leaking = sorted(t for t in SECRET_TYPES if dlp.entities.get(t) == "allow")
+    if leaking:
+        out.append(
+            Finding("warning", "dlp.entities", f"secrets allowed to leave: {', '.join(leaking)}")
+        )
+    for stage in ("results", "answers"):
+        shown = sorted(t for t in SECRET_TYPES if getattr(dlp, stage).entities.get(t) == "allow")
+        if getattr(dlp, stage).scan and shown:
+            out.append(
+                Finding(
+                    "warning",
+                    f"dlp.{stage}.entities",
+                    f"secrets passed through unredacted: {', '.join(shown)}",
+                )
+            )
+    for name, tool in policy.tools.items():
+        if not (tool.egress or dlp.scan == "all") or tool.dlp.scan is False:
+            continue
+        for arg, constraint in tool.args.items():
+            if arg.lower() not in _RECIPIENT_ARGS or constraint.format == "email":
+                continue
+            ruled = any(p == arg or p.startswith((f"{arg}[", f"{arg}.")) for p in tool.dlp.fields)
+            if not ruled and dlp.entities.get("EMAIL_ADDRESS") == "approve":
+                out.append(
+                    Finding(
+                        "warning",
+                        f"tools.{name}.args.{arg}",
+                        "looks like a recipient but is neither `format: email` nor given a "
+                        "`dlp.fields` rule: every address in it will need approval",
+                    )
+                )
+    return out
 
 
 def _lint_tool(policy: Policy, name: str, tool: ToolPolicy) -> list[Finding]:
