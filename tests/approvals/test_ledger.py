@@ -401,7 +401,7 @@ def test_postgres_reconnects_after_a_broken_connection(pg_url: str) -> None:
     try:
         ledger.record(make_entry(1))
         with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (ledger._conn.info.backend_pid,))
+            admin.execute("SELECT pg_terminate_backend(%s)", (ledger._pg.get().info.backend_pid,))
         with pytest.raises(psycopg.OperationalError):  # the failing call fails closed
             ledger.get("c-1")
         assert ledger.get("c-1") == make_entry(1)  # the next one reconnects

@@ -407,7 +407,7 @@ def test_postgres_reconnects_after_a_broken_connection(pg_url: str) -> None:
     try:
         assert store.claim("k", now=T0)
         with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (store._conn.info.backend_pid,))
+            admin.execute("SELECT pg_terminate_backend(%s)", (store._pg.get().info.backend_pid,))
         with pytest.raises(psycopg.OperationalError):  # the failing call fails closed
             store.claim("k2", now=T0)
         assert not store.claim("k", now=T0)  # the next one reconnects

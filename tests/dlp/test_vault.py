@@ -385,7 +385,7 @@ def _sql(vault: PseudonymVault, statement: str, params: tuple[Any, ...] = ()) ->
         with sqlite3.connect(vault.path) as conn:
             return conn.execute(statement, params).fetchall()
     assert isinstance(vault, PostgresPseudonymVault)
-    with psycopg.connect(vault._conninfo, autocommit=True) as conn:
+    with psycopg.connect(vault._pg.conninfo, autocommit=True) as conn:
         cursor = conn.execute(statement.replace("?", "%s"), params)
         return cursor.fetchall() if cursor.description else []
 
@@ -497,7 +497,7 @@ def test_postgres_reconnects_after_a_broken_connection(pg_url: str) -> None:
     try:
         a = vault.token("t1", EMAIL, "ann@example.com")
         with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (vault._conn.info.backend_pid,))
+            admin.execute("SELECT pg_terminate_backend(%s)", (vault._pg.get().info.backend_pid,))
         with pytest.raises(VaultUnavailable):  # the call that hits the failure fails closed
             vault.token("t1", EMAIL, "bob@example.com")
         assert vault.values("t1", [a]) == {a: "ann@example.com"}  # the next one reconnects

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentguard._postgres import HealingConnection
 from agentguard.errors import GuardError
 
 if TYPE_CHECKING:
@@ -435,48 +436,31 @@ class PostgresConsentLedger:
     """
 
     def __init__(self, conninfo: str, *, readonly: bool = False) -> None:
-        try:
-            import psycopg
-        except ImportError:
-            raise ImportError(
-                "PostgresConsentLedger needs psycopg 3: install agentguard[postgres]"
-            ) from None
-        self._psycopg = psycopg
-        self._conninfo = conninfo
+        self._pg = HealingConnection(conninfo, owner="PostgresConsentLedger", readonly=readonly)
         self._readonly = readonly
         self._lock = threading.Lock()
-        self._conn: Connection[tuple[Any, ...]] = self._connect()
         if readonly:
             return
+        conn = self._pg.get()
         try:
-            with self._conn.transaction():
-                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
-                self._conn.execute(
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
+                conn.execute(
                     "CREATE TABLE IF NOT EXISTS consent_entries ("
                     "seq BIGINT GENERATED ALWAYS AS IDENTITY, "
                     "consent_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user_id TEXT NOT NULL, "
                     "tool TEXT NOT NULL, decided_at TIMESTAMPTZ NOT NULL, entry JSONB NOT NULL)"
                 )
-                self._conn.execute(
+                conn.execute(
                     "CREATE INDEX IF NOT EXISTS consent_entries_tenant_decided "
                     "ON consent_entries (tenant, decided_at)"
                 )
         except BaseException:
-            self._conn.close()
+            self._pg.close()
             raise
 
-    def _connect(self) -> Connection[tuple[Any, ...]]:
-        conn = self._psycopg.connect(self._conninfo, autocommit=True)
-        if self._readonly:
-            conn.read_only = True
-        return conn
-
     def _connection(self) -> Connection[tuple[Any, ...]]:
-        """The live connection, reconnecting once after the previous one broke."""
-        if self._conn.broken:
-            self._conn.close()
-            self._conn = self._connect()
-        return self._conn
+        return self._pg.get()
 
     def record(self, entry: ConsentEntry) -> None:
         """Insert (autocommit); a known `consent_id` raises `DuplicateConsent`."""
@@ -533,7 +517,7 @@ class PostgresConsentLedger:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            self._pg.close()
 
 
 def is_postgres_url(target: str | Path) -> bool:

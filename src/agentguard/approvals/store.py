@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from agentguard._postgres import HealingConnection
 from agentguard.approvals.ledger import check_storable_text, is_postgres_url
 from agentguard.errors import GuardError
 
@@ -423,34 +424,20 @@ class PostgresApprovalStore:
     """
 
     def __init__(self, conninfo: str) -> None:
-        try:
-            import psycopg
-        except ImportError:
-            raise ImportError(
-                "PostgresApprovalStore needs psycopg 3: install agentguard[postgres]"
-            ) from None
-        self._psycopg = psycopg
-        self._conninfo = conninfo
+        self._pg = HealingConnection(conninfo, owner="PostgresApprovalStore")
         self._lock = threading.Lock()
-        self._conn: Connection[tuple[Any, ...]] = self._connect()
+        conn = self._pg.get()
         try:
-            with self._conn.transaction():
-                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
                 for statement in _schema("DOUBLE PRECISION"):
-                    self._conn.execute(statement)
+                    conn.execute(statement)
         except BaseException:
-            self._conn.close()
+            self._pg.close()
             raise
 
-    def _connect(self) -> Connection[tuple[Any, ...]]:
-        return self._psycopg.connect(self._conninfo, autocommit=True)
-
     def _connection(self) -> Connection[tuple[Any, ...]]:
-        """The live connection, reconnecting once after the previous one broke."""
-        if self._conn.broken:
-            self._conn.close()
-            self._conn = self._connect()
-        return self._conn
+        return self._pg.get()
 
     def open_request(self, request_id: str, *, now: float, ttl: float) -> PendingRequest:
         """Insert if absent, then the stored row (see `ApprovalStore.open_request`)."""
@@ -536,7 +523,7 @@ class PostgresApprovalStore:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self._conn.close()
+            self._pg.close()
 
 
 def open_store(target: str | Path) -> ApprovalStore:

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agentguard._postgres import HealingConnection
 from agentguard.dlp.errors import ScanIncomplete
 
 if TYPE_CHECKING:
@@ -681,32 +682,23 @@ class PostgresPseudonymVault(_SqlVault):
                 "PostgresPseudonymVault needs psycopg 3: install agentguard[postgres]"
             ) from None
         super().__init__(key=key, ttl=ttl, max_values=max_values, clock=clock)
-        self._psycopg = psycopg
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
-        self._conninfo = conninfo
         self._lock = threading.Lock()
         self._closed = False
         with _failing_closed(self._errors, "PostgreSQL"):
-            self._conn: Connection[tuple[Any, ...]] = self._connect()
+            self._pg = HealingConnection(conninfo, owner="PostgresPseudonymVault")
         try:
             with self._transaction(None) as run:
                 run("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
                 self._setup(run, "BYTEA", "DOUBLE PRECISION")
         except BaseException:
-            self._conn.close()
+            self._pg.close()
             raise
 
-    def _connect(self) -> Connection[tuple[Any, ...]]:
-        return self._psycopg.connect(self._conninfo, autocommit=True)
-
     def _connection(self) -> Connection[tuple[Any, ...]]:
-        """The live connection, reconnecting once after the previous one broke."""
         if self._closed:
             raise VaultUnavailable("the PostgreSQL pseudonym vault is closed")
-        if self._conn.broken or self._conn.closed:
-            self._conn.close()
-            self._conn = self._connect()
-        return self._conn
+        return self._pg.get()
 
     def _runner(self, conn: Connection[tuple[Any, ...]]) -> _Execute:
         def run(statement: str, params: Sequence[Any]) -> _Cursor:
@@ -734,7 +726,7 @@ class PostgresPseudonymVault(_SqlVault):
         """Close the connection."""
         with self._lock:
             self._closed = True
-            self._conn.close()
+            self._pg.close()
 
 
 def open_vault(target: str | Path, *, key: bytes | None = None) -> PseudonymVault:
