@@ -13,8 +13,11 @@ version may pick other names and addresses).
 Labelling conventions and the negatives policy are described in `README.md` next to this file.
 
 Run: `python benchmarks/dlp_eval/generate.py` (`--out PATH` to write elsewhere, `--seed N`);
-`--heldout` writes the held-out set `heldout.jsonl` instead (another seed, a share of the tuning
-templates and templates of contexts the tuning set never uses).
+`--heldout` writes held-out round 1, `heldout.jsonl` (another seed, a share of the tuning
+templates and templates of contexts the tuning set never uses; looked at after round 1 and used
+for the round-2 fixes, so it is a second tuning set now); `--heldout2` writes held-out round 2,
+`heldout2.jsonl` (a third seed, shares of the tuning and round-1 templates, and templates
+neither uses; written before any scanner result on it, never tuned on).
 """
 
 from __future__ import annotations
@@ -2514,12 +2517,13 @@ def t_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
 
 # -- held-out-only templates -------------------------------------------------------------------
 #
-# The held-out set (`heldout.jsonl`, `--heldout`) is made with another seed from a share of the
+# Held-out round 1 (`heldout.jsonl`, `--heldout`) is made with another seed from a share of the
 # templates above plus the templates below, which the tuning set never uses: contexts the
 # recognizers were not written against (SQL, CSV, XML and SOAP, Postman collections, Kubernetes
 # `env` lists, notebooks, Dockerfiles, Terraform providers, access logs with query keys,
-# markdown runbooks, .NET / PHP / Ruby settings, PII in other languages). Never tune a
-# recognizer on it: it measures how the tuned rules generalize.
+# markdown runbooks, .NET / PHP / Ruby settings, PII in other languages). Held-out round 1
+# was looked at after round 1 and used for the round-2 fixes, so it is a second tuning set
+# now; held-out round 2 (below) is the one nobody tunes on.
 
 HUMAN_NAMES = {
     "AWS_ACCESS_KEY_ID": "AWS access key ID",
@@ -2924,8 +2928,10 @@ def t_ho_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
             f"on {g.date()}, auth code {g.chars(UPPER_ALNUM, 6)}."
         ]
     if k == 5:
+        # round 2: the client field is a host name (it was an unlabelled client IPv4 address,
+        # which made this negative a label defect)
         return "held-out: access log without credentials", [
-            f'{g.en.ipv4_public()} - - [{g.timestamp()}] "GET /api/v2/items?page={g.randint(1, 9)}'
+            f'{g.host()} - - [{g.timestamp()}] "GET /api/v2/items?page={g.randint(1, 9)}'
             f'&sort=created_at&token_type=bearer HTTP/1.1" 200 {g.randint(100, 9999)}'
         ]
     if k == 6:
@@ -2959,6 +2965,485 @@ HELDOUT_SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
 N_HELDOUT_NEGATIVE = 80
 
 
+# -- held-out round 2: templates no other set uses --------------------------------------------
+#
+# The round-2 held-out set (`heldout2.jsonl`, `--heldout2`) is made with a third seed from a
+# share of the tuning templates and of the round-1 held-out templates, plus the templates below
+# (notes starting `held-out-2:`), which were written before any scanner result on them was
+# looked at and which nobody tunes on: GitHub Actions workflows, Ansible vars and inventories,
+# Helm values, HAR captures, Go / Rust config structs, chat / ticket / email message bodies
+# quoting credentials, Windows registry exports and .ini files, systemd units, kubeconfigs, and
+# PII in invoices, shipping labels, vCards and payroll stubs.
+
+H2_NOTE = "held-out-2:"
+
+
+def h2_item(g: Gen, focus: str, case: str = "upper") -> tuple[str, list[Part]]:
+    """(name, value parts) for one single-line secret, the name in `case`."""
+    if focus == "GENERIC_SECRET":
+        return g.var(focus, case), [plain_generic(g)]
+    name, value = secret_item(g, focus)
+    return recase(name, case), value
+
+
+def t_h2_gha(g: Gen, i: int) -> list[Any]:
+    """A GitHub Actions workflow with a credential inline in `env:` or `with:`."""
+    focus = ho_focus(i)
+    name, value = h2_item(g, focus)
+    head = (
+        f"name: {g.pick(('deploy', 'release', 'nightly'))}\non:\n  push:\n    branches: [main]\n"
+        "jobs:\n  deploy:\n    runs-on: ubuntu-latest\n"
+    )
+    if focus == "GENERIC_SECRET" and i % 2 == 0:
+        return [
+            head,
+            "    steps:\n      - uses: actions/checkout@v4\n"
+            "      - uses: docker/login-action@v3\n        with:\n"
+            f"          registry: ghcr.io\n          username: {g.user()}\n          password: ",
+            value,
+            "\n      - run: make push\n",
+        ]
+    q = g.pick(("", '"', "'"))
+    if i % 3 == 0:
+        return [
+            head,
+            f"    env:\n      {name}: {q}",
+            value,
+            f"{q}\n",
+            "    steps:\n      - run: ./deploy.sh\n",
+        ]
+    return [
+        head,
+        "    steps:\n      - uses: actions/checkout@v4\n      - name: Deploy\n"
+        "        run: ./scripts/deploy.sh\n        env:\n          NODE_ENV: production\n",
+        f"          {name}: {q}",
+        value,
+        f"{q}\n",
+    ]
+
+
+def t_h2_ansible(g: Gen, i: int) -> list[Any]:
+    """Ansible without vault: a vars file or an INI inventory line with a password."""
+    focus = ho_focus(i)
+    k = i % 3
+    if k == 0:
+        return [
+            "[db]\n",
+            f"db{g.randint(1, 9)} ansible_host=",
+            g.ip(),
+            f" ansible_user={g.user()} ansible_password=",
+            plain_generic(g),
+            "\n",
+        ]
+    if k == 1:
+        return [
+            f"---\n# group_vars/{g.pick(('db', 'web', 'all'))}.yml\npostgres_users:\n"
+            f'  - name: {g.user()}\n    password: "',
+            plain_generic(g),
+            '"\n    priv: ALL\nansible_become_pass: ',
+            plain_generic(g),
+            "\n",
+        ]
+    name, value = h2_item(g, focus, "snake")
+    return [
+        f"---\n# host_vars/{g.pick(('app01', 'worker02', 'api03'))}.yml\napp_port: 8080\n",
+        f"{name}: ",
+        value,
+        "\nadmin_email: ",
+        g.email(),
+        "\n",
+    ]
+
+
+def t_h2_helm(g: Gen, i: int) -> list[Any]:
+    """Helm values.yaml: the credential under a nested key."""
+    focus = ho_focus(i)
+    head = (
+        f"replicaCount: {g.randint(1, 5)}\nimage:\n  repository: ghcr.io/acme/app\n"
+        f'  tag: "{g.version()}"\n'
+    )
+    if focus == "GENERIC_SECRET":
+        return [
+            head,
+            "postgresql:\n  enabled: true\n  auth:\n    username: app\n    password: ",
+            plain_generic(g),
+            "\n    database: app\n",
+        ]
+    if focus == "AWS_SECRET_ACCESS_KEY":
+        return [
+            head,
+            "backup:\n  s3:\n    bucket: acme-backups\n    accessKeyId: ",
+            secret(g.aws_key_id(), "AWS_ACCESS_KEY_ID"),
+            "\n    secretAccessKey: ",
+            secret(g.aws_secret(), "AWS_SECRET_ACCESS_KEY"),
+            "\n",
+        ]
+    name, value = h2_item(g, focus, "camel")
+    section = g.pick(("secrets", "config", "env", "integrations"))
+    return [head, f"{section}:\n  {name}: ", value, "\n"]
+
+
+HAR_FOCUS = (
+    "GENERIC_SECRET",
+    "JWT",
+    "GITHUB_TOKEN",
+    "STRIPE_KEY",
+    "OPENAI_API_KEY",
+    "GCP_API_KEY",
+    "SLACK_TOKEN",
+    "GITLAB_TOKEN",
+    "AZURE_CLIENT_SECRET",
+)
+
+
+def t_h2_har(g: Gen, i: int) -> list[Any]:
+    """A HAR capture entry: headers and query parameters as name/value objects."""
+    focus = HAR_FOCUS[i % len(HAR_FOCUS)]
+    value = ho_value(g, focus)
+    k = i % 3
+    headers: list[Any] = [
+        {"name": "Accept", "value": "application/json"},
+        {"name": "User-Agent", "value": g.en.user_agent()},
+    ]
+    query: list[Any] = [{"name": "page", "value": str(g.randint(1, 9))}]
+    post: dict[str, Any] = {}
+    if k == 0:
+        header = {"JWT": "Authorization", "GENERIC_SECRET": g.pick(("X-Api-Key", "X-Auth-Token"))}
+        hname = header.get(focus, g.pick(("Authorization", "X-API-Key")))
+        hvalue: Any = Str(("Bearer ", *value)) if hname == "Authorization" else value[0]
+        headers.append({"name": hname, "value": hvalue})
+    elif k == 1:
+        pname = "key" if focus == "GCP_API_KEY" else g.pick(("api_key", "access_token", "token"))
+        query.append({"name": pname, "value": value[0]})
+    else:
+        post = {
+            "mimeType": "application/json",
+            "text": Str(('{"email": "', g.email(), '", "client_secret": "', *value, '"}')),
+        }
+    request: dict[str, Any] = {
+        "method": "POST" if post else "GET",
+        "url": f"https://api.{g.domain()}/v1/items",
+        "httpVersion": "HTTP/1.1",
+        "headers": headers,
+        "queryString": query,
+        "cookies": [],
+    }
+    if post:
+        request["postData"] = post
+    obj = {
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "Firefox", "version": "128.0"},
+            "entries": [
+                {
+                    "startedDateTime": g.timestamp(),
+                    "request": request,
+                    "response": {"status": 200, "statusText": "OK"},
+                }
+            ],
+        }
+    }
+    return jparts(obj, indent=g.pick((2, None)))
+
+
+def t_h2_struct(g: Gen, i: int) -> list[Any]:
+    """Go and Rust config structs with a credential literal."""
+    focus = ho_focus(i)
+    if focus == "URL_PASSWORD":
+        focus = "GENERIC_SECRET"
+    k = i % 3
+    if k == 0:
+        name, value = h2_item(g, focus, "pascal")
+        return [
+            'cfg := &Config{\n\tEndpoint: "https://api.',
+            g.domain(),
+            f'",\n\tTimeout:  {g.randint(5, 60)} * time.Second,\n\t{name}: "',
+            value,
+            '",\n}\n',
+        ]
+    if k == 1:
+        name, value = h2_item(g, focus, "snake")
+        conv = g.pick(('".to_string()', '".into()', '".to_owned()'))
+        return [
+            'let config = Config {\n    endpoint: "https://api.',
+            g.domain(),
+            f'".into(),\n    {name}: "',
+            value,
+            conv + ",\n    ..Default::default()\n};\n",
+        ]
+    name, value = h2_item(g, focus)
+    return [
+        'func init() {\n\tos.Setenv("',
+        name,
+        '", "',
+        value,
+        '")\n}\n',
+    ]
+
+
+def t_h2_message(g: Gen, i: int) -> list[Any]:
+    """A Slack message, Jira comment or email body quoting a credential or PII in prose."""
+    who = g.first_name()
+    k = i % 4
+    if k == 3:
+        pii = g.pick(
+            (
+                lambda: ["customer called, card on file is ", g.card(), ", refund to ", g.email()],
+                lambda: ["new hire paperwork: SSN ", g.ssn(), ", payroll IBAN ", g.iban()],
+                lambda: ["please update the billing contact to ", g.email(), " asap"],
+            )
+        )()
+        return [f"@{who.lower()} ", pii, "\n"]
+    focus = ho_focus(i)
+    if focus == "URL_PASSWORD":
+        return [f"Hi {who}, staging DB is ", g.dsn(), f" - {g.sentence()}\n"]
+    if focus == "AWS_SECRET_ACCESS_KEY":
+        return [
+            f"{who}: sandbox AWS keys, access key ",
+            secret(g.aws_key_id(), "AWS_ACCESS_KEY_ID"),
+            " and secret ",
+            secret(g.aws_secret(), "AWS_SECRET_ACCESS_KEY"),
+            ", please rotate after the demo.\n",
+        ]
+    label = HUMAN_NAMES[focus]
+    value = ho_value(g, focus)
+    form = g.pick(
+        (
+            ("Hey {who}, the {label} for staging is ", " - rotate it after the demo."),
+            ("{who} commented: used {label} ", " to reproduce, works now."),
+            ("Hi {who},\n\nthe new {label}: ", "\n\nBest,\nOps\n"),
+            ("> {label} is ", "\n{who}: thanks, that fixed it"),
+        )
+    )
+    return [form[0].format(who=who, label=label), value, form[1].format(who=who, label=label)]
+
+
+def t_h2_registry(g: Gen, i: int) -> list[Any]:
+    """A Windows registry export or an .ini file with a credential."""
+    focus = ho_focus(i)
+    if focus == "URL_PASSWORD":
+        focus = "GENERIC_SECRET"
+    name, value = h2_item(g, focus, "pascal")
+    if i % 2 == 0:
+        return [
+            "Windows Registry Editor Version 5.00\n\n"
+            f"[HKEY_LOCAL_MACHINE\\SOFTWARE\\{g.pick(('Acme', 'Contoso', 'Fabrikam'))}\\Agent]\n"
+            f'"ServerUrl"="https://api.{g.domain()}"\n"PollInterval"=dword:0000003c\n"{name}"="',
+            value,
+            '"\n',
+        ]
+    if focus == "GENERIC_SECRET":
+        return [
+            "[Database]\nServer=",
+            g.host(),
+            f"\nUser={g.user()}\nPassword=",
+            plain_generic(g),
+            "\n\n[Logging]\nLevel=Info\n",
+        ]
+    return ["[Service]\nEndpoint=https://api.", g.domain(), f"\n{name}=", value, "\nRetries=3\n"]
+
+
+def t_h2_systemd(g: Gen, i: int) -> list[Any]:
+    """A systemd unit with credentials in `Environment=`."""
+    focus = ho_focus(i)
+    name, value = h2_item(g, focus)
+    q = g.pick(('"', ""))
+    return [
+        f"[Unit]\nDescription=Acme {g.pick(('worker', 'api', 'scheduler'))}\n"
+        "After=network.target\n\n"
+        f"[Service]\nUser={g.user()}\nEnvironment=LOG_LEVEL=info\nEnvironment={q}{name}=",
+        value,
+        f"{q}\nExecStart=/opt/acme/bin/app serve\nRestart=on-failure\n",
+    ]
+
+
+def t_h2_kubeconfig(g: Gen, i: int) -> list[Any]:
+    """A kubeconfig with a user token, a client key or an auth-provider secret."""
+    k = i % 3
+    head: list[Any] = [
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://",
+        g.ip() if g.chance(0.5) else f"k8s.{g.domain()}",
+        ":6443\n  name: prod\ncontexts:\n- context:\n    cluster: prod\n    user: admin\n"
+        "  name: prod\ncurrent-context: prod\nusers:\n- name: admin\n  user:\n",
+    ]
+    if k == 0:
+        return [head, "    token: ", secret(g.jwt(), "JWT"), "\n"]
+    if k == 1:
+        key = base64.b64encode((g.pem() + "\n").encode()).decode()
+        return [head, "    client-key-data: ", Ent(key, "PRIVATE_KEY", "base64"), "\n"]
+    return [
+        head,
+        "    auth-provider:\n      name: azure\n      config:\n        client-id: ",
+        g.uuid(),
+        "\n        client-secret: ",
+        secret(g.azure_client_secret(), "AZURE_CLIENT_SECRET"),
+        "\n",
+    ]
+
+
+def t_h2_documents(g: Gen, i: int) -> list[Any]:
+    """PII in invoices, shipping labels, vCards, payroll stubs and CRM exports."""
+    name = g.name()
+    k = i % 5
+    if k == 0:
+        return [
+            f"INVOICE {g.order_no()}\nBill to: {name}\n{g.company()}\n{g.address()}\nE-mail: ",
+            g.email(),
+            f"\nAmount due: {g.amount()} EUR\nPlease pay by bank transfer to IBAN ",
+            g.iban(),
+            f" by {g.date()}.\n",
+        ]
+    if k == 1:
+        return [
+            f"SHIP TO:\n{name.upper()}\n{g.address()}\nTel: ",
+            g.phone(),
+            "\nNotify: ",
+            g.email(),
+            f"\nTracking: 1Z{g.chars(UPPER_ALNUM, 16)}\n",
+        ]
+    if k == 2:
+        return [
+            f"BEGIN:VCARD\nVERSION:3.0\nFN:{name}\nORG:{g.company()}\nEMAIL;TYPE=work:",
+            g.email(),
+            "\nTEL;TYPE=cell:",
+            g.phone(),
+            "\nNOTE:SSN ",
+            g.ssn(),
+            "\nEND:VCARD\n",
+        ]
+    if k == 3:
+        return [
+            f"PAY STUB {g.date()}\nEmployee: {name}\nSSN: ",
+            g.ssn(),
+            f"\nNet pay: {g.amount()}\nDeposited to: ",
+            g.iban(),
+            "\n",
+        ]
+    return [
+        "Account Name\tContact\tEmail\tCard on file\n",
+        f"{g.company()}\t{name}\t",
+        g.email(),
+        "\t",
+        g.card(),
+        "\n",
+    ]
+
+
+def t_h2_gcp(g: Gen, i: int) -> list[Any]:
+    """A GCP service-account key in a workflow input, Helm values or a Jupyter/Colab cell."""
+    k = i % 3
+    if k == 0:
+        return [
+            "      - uses: google-github-actions/auth@v2\n        with:\n"
+            "          credentials_json: '",
+            g.sa_json(indent=None),
+            "'\n",
+        ]
+    if k == 1:
+        return [
+            "gcp:\n  projectId: acme-prod\n  serviceAccountKey: |\n    ",
+            indent_parts(g.sa_json(indent=2), "    "),
+            "\n",
+        ]
+    return [
+        "from google.oauth2 import service_account\nKEY = ",
+        g.sa_json(indent=4),
+        "\ncreds = service_account.Credentials.from_service_account_info(KEY)\n",
+    ]
+
+
+def t_h2_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
+    """Hard negatives in the round-2 contexts."""
+    k = i % 10
+    if k == 0:
+        var = g.var(g.pick(("GENERIC_SECRET", "STRIPE_KEY", "SLACK_TOKEN", "OPENAI_API_KEY")))
+        return "held-out-2: workflow with secret references", [
+            f"jobs:\n  {g.pick(('deploy', 'release', 'test'))}:\n    env:\n"
+            f"      {var}: ${{{{ secrets.{var} }}}}\n"
+            "      GITHUB_TOKEN: ${{ github.token }}\n    steps:\n"
+            "      - uses: docker/login-action@v3\n        with:\n"
+            f"          username: {g.user()}\n"
+            "          password: ${{ secrets.REGISTRY_PASSWORD }}\n"
+        ]
+    if k == 1:
+        lines = "\n".join("          " + g.sha(64)[:64] for _ in range(3))
+        return "held-out-2: ansible vault-encrypted value", [
+            'db_user: app\ndb_password: "{{ vault_db_password }}"\napi_token: !vault |\n'
+            f"          $ANSIBLE_VAULT;1.1;AES256\n{lines}\n"
+        ]
+    if k == 2:
+        return "held-out-2: helm values with existing secrets", [
+            "postgresql:\n  auth:\n    existingSecret: db-credentials\n"
+            "    secretKeys:\n      userPasswordKey: password\n  tls:\n    enabled: true\n"
+            f"serviceAccount:\n  create: true\n  name: {g.user()}\n"
+        ]
+    if k == 3:
+        return "held-out-2: har without credentials", [
+            '{"headers": [{"name": "Accept", "value": "application/json"}, '
+            f'{{"name": "X-Request-Id", "value": "{g.uuid()}"}}, '
+            '{"name": "token_type", "value": "bearer"}], '
+            f'"cookies": [{{"name": "_ga", "value": "GA1.2.{g.randint(10**8, 10**9)}.'
+            f'{g.randint(10**9, 2 * 10**9)}"}}]}}'
+        ]
+    if k == 4:
+        return "held-out-2: config structs reading the environment", [
+            f'cfg := &Config{{\n\tAPIKey: os.Getenv("{g.var("GENERIC_SECRET")}"),\n'
+            f'\tPassword: os.Getenv("DB_PASSWORD"),\n\tTimeout: {g.randint(5, 60)},\n}}\n'
+            f'let token = std::env::var("{g.var("GITHUB_TOKEN")}")?;\n'
+        ]
+    if k == 5:
+        return "held-out-2: message about a credential without it", [
+            f"@{g.first_name().lower()} I rotated the {g.pick(('prod', 'staging', 'eu'))} DB "
+            f"password, the new one is in {g.pick(('1Password', 'Vault', 'Bitwarden'))} under "
+            f"'{g.pick(('prod-db', 'db/app', 'crm-db'))}'. The API token now expires after "
+            f"{g.randint(5, 120)} minutes."
+        ]
+    if k == 6:
+        return "held-out-2: registry export without secrets", [
+            "Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Acme\\Agent]\n"
+            '"InstallPath"="C:\\\\Program Files\\\\Acme"\n"TokenLifetime"=dword:00000e10\n'
+            f'"PasswordPolicy"="complex"\n"ClientId"="{g.uuid()}"\n'
+        ]
+    if k == 7:
+        return "held-out-2: systemd credentials from files", [
+            f"[Service]\nUser={g.user()}\nEnvironmentFile=/etc/acme/{g.user()}.env\n"
+            "LoadCredential=db-password:/etc/credstore/db-password\n"
+            f"Environment=TOKEN_TTL={g.randint(60, 86400)}\nExecStart=/opt/acme/bin/app\n"
+        ]
+    if k == 8:
+        cert = base64.b64encode(g.public_pem().encode()).decode()
+        return "held-out-2: kubeconfig with exec plugin", [
+            f"clusters:\n- cluster:\n    certificate-authority-data: {cert}\n"
+            f"    server: https://k8s.{g.domain()}\nusers:\n- name: eks\n  user:\n    exec:\n"
+            "      command: aws\n      args: [eks, get-token, --cluster-name, prod]\n"
+        ]
+    return "held-out-2: invoice with masked card", [
+        f"Invoice {g.order_no()} paid with card **** **** **** {g.randint(1000, 9999)} on "
+        f"{g.date()}; VAT ID DE{g.randint(10**8, 10**9 - 1)}; "
+        f"tracking 1Z{g.chars(UPPER_ALNUM, 16)}."
+    ]
+
+
+HELDOUT2_SEED = 31415926
+HELDOUT2_OUT = Path(__file__).with_name("heldout2.jsonl")
+HELDOUT2_SHARE = 0.2  # of each tuning template's count
+HELDOUT2_ROUND1_SHARE = 0.3  # of each round-1 held-out template's count
+HELDOUT2_SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
+    ("config", "held-out-2: github actions workflow", t_h2_gha, 56),
+    ("config", "held-out-2: ansible vars and inventory", t_h2_ansible, 45),
+    ("config", "held-out-2: helm values", t_h2_helm, 56),
+    ("json", "held-out-2: har capture", t_h2_har, 54),
+    ("code", "held-out-2: go / rust config struct", t_h2_struct, 56),
+    ("chat", "held-out-2: message body", t_h2_message, 75),
+    ("config", "held-out-2: registry export / ini", t_h2_registry, 56),
+    ("config", "held-out-2: systemd unit", t_h2_systemd, 56),
+    ("config", "held-out-2: kubeconfig", t_h2_kubeconfig, 45),
+    ("sentence", "held-out-2: invoices, labels, vcards", t_h2_documents, 80),
+    ("config", "held-out-2: gcp key in workflow / values / code", t_h2_gcp, 18),
+)
+N_HELDOUT2_NEGATIVE = 100
+
+
 # -- the schedule ------------------------------------------------------------------------------
 
 Template = Callable[[Gen, int], list[Any]]
@@ -2981,13 +3466,20 @@ SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
 N_NEGATIVE = 360
 
 
-def generate(seed: int = SEED, *, heldout: bool = False) -> list[dict[str, Any]]:
-    """The tuning set, or (`heldout`) the held-out set: a share of the tuning templates plus the
-    held-out-only ones, with their own negatives."""
+def generate(
+    seed: int = SEED, *, heldout: bool = False, heldout2: bool = False
+) -> list[dict[str, Any]]:
+    """The tuning set; or (`heldout`) held-out round 1: a share of the tuning templates plus
+    the round-1 templates, with their own negatives; or (`heldout2`) held-out round 2: smaller
+    shares of both plus the round-2 templates and negatives. A held-out set never repeats a
+    text of an earlier set."""
     g = Gen(seed)
     samples: list[dict[str, Any]] = []
-    # the held-out set never repeats a text of the tuning set (a few negatives vary little)
-    seen: set[str] = {s["text"] for s in generate()} if heldout else set()
+    seen: set[str] = set()
+    if heldout or heldout2:
+        seen |= {s["text"] for s in generate()}
+    if heldout2:
+        seen |= {s["text"] for s in generate(HELDOUT_SEED, heldout=True)}
     counters: Counter[str] = Counter()
 
     def add(kind: str, note: str, parts: list[Any]) -> None:
@@ -3006,25 +3498,38 @@ def generate(seed: int = SEED, *, heldout: bool = False) -> list[dict[str, Any]]
             }
         )
 
+    def share(
+        sched: tuple[tuple[str, str, Template, int], ...], part: float
+    ) -> tuple[tuple[str, str, Template, int], ...]:
+        return tuple((kind, note, fn, max(1, round(n * part))) for kind, note, fn, n in sched)
+
     schedule = SCHEDULE
-    n_negative = N_NEGATIVE
-    if heldout:
+    negatives: list[tuple[Callable[[Gen, int], tuple[str, list[Any]]], int]] = [
+        (t_negative, N_NEGATIVE)
+    ]
+    if heldout2:
         schedule = (
-            tuple(
-                (kind, note, fn, max(1, round(n * HELDOUT_SHARE))) for kind, note, fn, n in SCHEDULE
-            )
-            + HELDOUT_SCHEDULE
+            share(SCHEDULE, HELDOUT2_SHARE)
+            + share(HELDOUT_SCHEDULE, HELDOUT2_ROUND1_SHARE)
+            + HELDOUT2_SCHEDULE
         )
-        n_negative = round(N_NEGATIVE * HELDOUT_SHARE)
+        negatives = [
+            (t_negative, round(N_NEGATIVE * HELDOUT2_SHARE)),
+            (t_ho_negative, round(N_HELDOUT_NEGATIVE * HELDOUT2_ROUND1_SHARE)),
+            (t_h2_negative, N_HELDOUT2_NEGATIVE),
+        ]
+    elif heldout:
+        schedule = share(SCHEDULE, HELDOUT_SHARE) + HELDOUT_SCHEDULE
+        negatives = [
+            (t_negative, round(N_NEGATIVE * HELDOUT_SHARE)),
+            (t_ho_negative, N_HELDOUT_NEGATIVE),
+        ]
     for kind, note, fn, n in schedule:
         for i in range(n):
             add(kind, note, fn(g, i))
-    for i in range(n_negative):
-        note, parts = t_negative(g, i)
-        add("negative", note, parts)
-    if heldout:
-        for i in range(N_HELDOUT_NEGATIVE):
-            note, parts = t_ho_negative(g, i)
+    for make, n in negatives:
+        for i in range(n):
+            note, parts = make(g, i)
             add("negative", note, parts)
     return samples
 
@@ -3038,18 +3543,26 @@ def write(samples: list[dict[str, Any]], out: Path) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--heldout",
         action="store_true",
-        help=f"the held-out set (seed {HELDOUT_SEED}, held-out-only templates, {HELDOUT_OUT.name})",
+        help=f"held-out round 1 (seed {HELDOUT_SEED}, round-1 templates, {HELDOUT_OUT.name}; "
+        "looked at after round 1, used for round-2 fixes)",
+    )
+    which.add_argument(
+        "--heldout2",
+        action="store_true",
+        help=f"held-out round 2 (seed {HELDOUT2_SEED}, round-2 templates, {HELDOUT2_OUT.name}; "
+        "never tuned on)",
     )
     parser.add_argument("--out", type=Path, default=None, help=f"output file (default {OUT})")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = HELDOUT_OUT if args.heldout else OUT
+        args.out = HELDOUT2_OUT if args.heldout2 else HELDOUT_OUT if args.heldout else OUT
     if args.seed is None:
-        args.seed = HELDOUT_SEED if args.heldout else SEED
+        args.seed = HELDOUT2_SEED if args.heldout2 else HELDOUT_SEED if args.heldout else SEED
     import faker
 
     if faker.VERSION != FAKER_VERSION:
@@ -3057,7 +3570,7 @@ def main(argv: list[str]) -> int:
             f"note: Faker {faker.VERSION} (the committed file was made with {FAKER_VERSION})",
             file=sys.stderr,
         )
-    samples = generate(args.seed, heldout=args.heldout)
+    samples = generate(args.seed, heldout=args.heldout, heldout2=args.heldout2)
     write(samples, args.out)
     per_entity = Counter(sp["entity"] for s in samples for sp in s["spans"])
     size = args.out.stat().st_size

@@ -420,3 +420,193 @@ def test_b64_text_decodes_what_base64_encodes(data, urlsafe):
     except UnicodeDecodeError:
         pass
     assert _scan._b64_text(raw) == expected
+
+
+# ------------------------------------------------------------------ round 2: more contexts
+#
+# Secrets in contexts the first rules missed (held-out round 1): XML elements, SQL password
+# clauses, connection strings, a name and its value in separate fields, AWS secrets known by
+# their context; each with a hard negative beside it.
+
+PW = "Zx9T2mQ4rL7vB1nK8pZ3cW6y"
+AWS = "Jx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4uI7oR"
+KEY_ID = "AKIAZ3MQ7RTX9PLK2WQE"
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "value"),
+    [
+        (f"<wsse:Password>{PW}</wsse:Password>", "GENERIC_SECRET", PW),
+        (f'<password type="text">{PW}</password>', "GENERIC_SECRET", PW),
+        (f"<settings><apiKey>{PW}</apiKey></settings>", "GENERIC_SECRET", PW),
+        (f"<ClientSecret>\n{PW}</ClientSecret>", None, None),  # value not on the tag's line
+        (f"CREATE USER app WITH PASSWORD '{PW}';", "GENERIC_SECRET", PW),
+        (f'ALTER USER app IDENTIFIED BY "{PW}";', "GENERIC_SECRET", PW),
+        (f"alter user app identified by {PW};", "GENERIC_SECRET", PW),
+        (f"CREATE LOGIN app WITH PASSWORD = '{PW}';", "GENERIC_SECRET", PW),
+        (f"Server=tcp:db,1433;User ID=app;Password={PW};Encrypt=True;", "GENERIC_SECRET", PW),
+        (f"Driver={{ODBC}};Server=db;Uid=app;Pwd={PW};", "GENERIC_SECRET", PW),
+        (f'{{"key": "X-Auth-Token", "value": "{PW}"}}', "GENERIC_SECRET", PW),
+        (f'{{"name": "api_key",\n      "value": "{PW}"}}', "GENERIC_SECRET", PW),
+        (f'env:\n  - name: DB_PASSWORD\n    value: "{PW}"\n', "GENERIC_SECRET", PW),
+        (f'<add key="SmtpPassword" value="{PW}" />', "GENERIC_SECRET", PW),
+        (f"$config['smtp_pass'] = '{PW}';", "GENERIC_SECRET", PW),
+        (f'os.environ["NPM_TOKEN"] = "{PW}"', "GENERIC_SECRET", PW),
+        (f"- **Password:** `{PW}`", "GENERIC_SECRET", PW),
+        (f"| API token | `{PW}` |", "GENERIC_SECRET", PW),
+        (f"GET /v1/export?auth={PW}&page=2", "GENERIC_SECRET", PW),
+        (f"<SecretAccessKey>{AWS}</SecretAccessKey>", "AWS_SECRET_ACCESS_KEY", AWS),
+        (f"* Aws secret access key: `{AWS}`", "AWS_SECRET_ACCESS_KEY", AWS),
+        (f'- name: AWS_SECRET_ACCESS_KEY\n  value: "{AWS}"', "AWS_SECRET_ACCESS_KEY", AWS),
+        (f'os.environ["AWS_SECRET_KEY"] = "{AWS}"', "AWS_SECRET_ACCESS_KEY", AWS),
+        (
+            f'provider "aws" {{\n  region = "eu-west-1"\n  secret_key = "{AWS}"\n}}',
+            "AWS_SECRET_ACCESS_KEY",
+            AWS,
+        ),
+        (f'access_key = "{KEY_ID}"\nsecret_key = "{AWS}"', "AWS_SECRET_ACCESS_KEY", AWS),
+        (f"access key {KEY_ID} and secret {AWS}, rotate it", "AWS_SECRET_ACCESS_KEY", AWS),
+        (f"{KEY_ID},{AWS}", "AWS_SECRET_ACCESS_KEY", AWS),
+    ],
+)
+def test_secrets_in_more_contexts(text, entity, value):
+    secrets = [(e, v) for e, v in texts(text) if e not in ("AWS_ACCESS_KEY_ID",)]
+    if entity is None:
+        assert not secrets
+    else:
+        assert (entity, value) in secrets
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<password>${DB_PASSWORD}</password>",
+        "<password>{{ .Values.db.password }}</password>",
+        "<password>changeme</password>",
+        '<xs:element name="password" type="xs:string"/><password/>',
+        "<!-- <password>...</password> --><tokenEndpoint>https://login.example.com/t</tokenEndpoint>",
+        "<passwordPolicy>RequireUppercaseAndDigits</passwordPolicy>",
+        "CREATE USER app WITH PASSWORD 'changeme';",
+        "ALTER USER app IDENTIFIED BY '${DB_PASSWORD}';",
+        "ALTER USER app IDENTIFIED BY DEFAULT;",
+        "SELECT password_hash FROM users WHERE password_reset_at IS NULL;",
+        "Server=db;User ID=app;Password=${DB_PASSWORD};",
+        '{"key": "api_key", "value": ""}',
+        '{"key": "Content-Type", "value": "application/json"}',
+        '{"name": "token_type", "value": "bearer"}',
+        '{"key": "api_key", "value": "{{apiKey}}"}',
+        '- name: FEATURE_TOKENS\n  value: "true"\n',
+        "- name: DB_PASSWORD\n  valueFrom:\n    secretKeyRef:\n"
+        "      name: db\n      key: password\n",
+        "- name: API_KEY_HEADER\n  value: X-Api-Key-Authorization\n",
+        "MongoServerError: bad auth : Authentication failed.",
+        "jdbc:mysql://auth-4.prod.example.com:3306/shop?user=admin",
+        "the bypass=ExperimentalFeatureOnly flag, compass: NorthEastByEast",
+        'provider "aws" {\n  secret_key = var.aws_secret_key\n}',
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        # a git SHA and a 40-char hex digest next to a key id are not AWS secrets
+        f"{KEY_ID} commit 3f786850e387550fdab836ed7e6dc881de23001b",
+        # a 40-character base64 value with no AWS context
+        f"checksum: {AWS}",
+    ],
+)
+def test_hard_negatives_in_more_contexts(text):
+    assert not [e for e, _ in texts(text) if e not in ("AWS_ACCESS_KEY_ID", "URL")]
+
+
+def test_documented_example_keys_are_not_secrets():
+    azurite = (
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    )
+    text = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={azurite};"
+    assert not [e for e, _ in texts(text) if e == "AZURE_STORAGE_KEY"]
+
+
+def test_loopback_and_version_numbers_are_no_ip_addresses():
+    text = "BlobEndpoint=http://127.0.0.1:10000/ Mozilla/5.0 (X11; rv:1.9.7.20) from 203.0.113.7"
+    assert [v for e, v in texts(text) if e == "IP_ADDRESS"] == ["203.0.113.7"]
+
+
+_SECRETISH = st.text(
+    alphabet=st.sampled_from(list("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")),
+    min_size=16,
+    max_size=40,
+).filter(lambda v: entropy(v) >= 3.5 and any(c.isdigit() for c in v))
+_SECRET_NAMES = st.sampled_from(
+    ["password", "Password", "db_password", "apiKey", "API_KEY", "clientSecret", "auth_token"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    _SECRET_NAMES,
+    _SECRETISH,
+    st.sampled_from(["", "wsse:", "ns1:"]),
+    st.sampled_from(["", ' type="PasswordText"', " xml:lang='en'"]),
+    st.sampled_from(["", " ", "  "]),
+)
+def test_xml_element_values_are_found_whole(name, value, prefix, attrs, pad):
+    text = f"<root>\n  <{prefix}{name}{attrs}>{pad}{value}{pad}</{prefix}{name}>\n</root>"
+    assert ("GENERIC_SECRET", value) in texts(text)
+    masked = text.replace(value, "${" + name.upper() + "}")
+    assert not [e for e, _ in texts(masked) if e == "GENERIC_SECRET"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    _SECRET_NAMES,
+    _SECRETISH,
+    st.sampled_from(["key", "name"]),
+    st.sampled_from([None, 1, 2, 4, 8]),
+)
+def test_json_name_value_pairs_are_found(name, value, field, indent):
+    obj = [{field: "Accept", "value": "application/json"}, {field: name, "value": value}]
+    text = json.dumps({"header": obj}, indent=indent)
+    assert ("GENERIC_SECRET", value) in texts(text)
+    obj[1]["value"] = ""
+    assert not [e for e, _ in texts(json.dumps({"header": obj}, indent=indent))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["DB_PASSWORD", "API_KEY", "SESSION_SECRET", "GITHUB_TOKEN_X"]),
+    _SECRETISH,
+    st.integers(0, 12),
+    st.sampled_from(['"', "'", ""]),
+)
+def test_yaml_env_list_values_are_found(name, value, indent, quote):
+    pad = " " * indent
+    text = f"{pad}env:\n{pad}  - name: {name}\n{pad}    value: {quote}{value}{quote}\n"
+    assert ("GENERIC_SECRET", value) in texts(text)
+    harmless = text.replace(f"{quote}{value}{quote}", '"true"')
+    assert not texts(harmless)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["the", "key", "rotate", "bucket", "eu-west-1", "\n", "  "]), max_size=30
+    ),
+    st.booleans(),
+)
+def test_aws_secret_beside_a_key_id_is_found_only_near_it(filler, before):
+    gap = " ".join(filler)
+    text = f"{KEY_ID} {gap} {AWS}" if before else f"{AWS} {gap} {KEY_ID}"
+    got = ("AWS_SECRET_ACCESS_KEY", AWS) in texts(text)
+    distance = len(gap) + 2
+    if distance <= 80:
+        assert got
+    elif distance > 80 + 40 + 256:
+        assert not got
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(["WITH PASSWORD", "with password", "IDENTIFIED BY", "identified by"]),
+    _SECRETISH,
+    st.sampled_from(["'", '"']),
+)
+def test_sql_password_clauses_are_found(clause, value, quote):
+    text = f"CREATE USER app {clause} {quote}{value}{quote};"
+    assert ("GENERIC_SECRET", value) in texts(text)
+    assert not texts(f"CREATE USER app {clause} {quote}changeme{quote};")

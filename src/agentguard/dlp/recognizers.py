@@ -61,6 +61,10 @@ class Rule:
     # regex is then tried only where one starts, on the lowercased text, instead of scanning
     # the whole text case-insensitively (the slowest rules, four times faster).
     lead: str | None = None
+    # Context the match needs nearby (a regex, case as written): the rule's regex then runs
+    # only on windows of `near_chars` around each match of it (an AWS key id, `provider "aws"`).
+    near: str | None = None
+    near_chars: int = 0
 
 
 _PLACEHOLDER = re.compile(
@@ -79,8 +83,19 @@ def entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+# Published example credentials (AWS's documentation key pair, the Azurite development
+# account key): documentation, not secrets.
+_DOCUMENTED = frozenset(
+    {
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+    }
+)
+
+
 def _not_placeholder(value: str) -> bool:
-    return not _PLACEHOLDER.match(value)
+    return value not in _DOCUMENTED and not _PLACEHOLDER.match(value)
 
 
 def _random(min_bits: float = 3.0) -> Validator:
@@ -163,9 +178,13 @@ _NAME = (
 # rule can be tried where a keyword starts; `_LEAD` finds those keywords.
 _NAME_LED = (
     r"(?:(?<=(?:api|private|signing|encryption|auth|hmac|jwt|session|master|app)[_.-]?)key|"
-    r"secret|token|passw(?:or)?d|pwd|passphrase|credentials?)"
+    r"secret|token|passw(?:or)?d|pwd|passphrase|credentials?|"
+    # `smtp_pass`, `ansible_become_pass`, `?auth=`: the short words only as the last part of
+    # a name (not `bypass`, `passport`, `oauth`, `author`), right before the separator (`bad
+    # auth : Authentication failed` is prose)
+    r"(?<![a-z0-9])pass(?=[\"'\]]{0,3}[ \t]{0,2}[=:])|(?<![a-z0-9])auth(?=[\"'\]]{0,3}[=:]))"
 )
-_LEAD = r"key|secret|token|passw|pwd|passphrase|credential"
+_LEAD = r"key|secret|token|pass|pwd|credential|auth"
 # ...unless the name says the value is something else: an id, a URL, a file, a count.
 _HARMLESS_SUFFIX = (
     r"(?![A-Za-z0-9_.-]{0,30}?(?i:_?(?:id|ids|uri|url|urls|endpoint|name|names|path|file|"
@@ -181,6 +200,28 @@ _VALUE = (
     r"|(?P<v>" + _BARE + r"{8,256}+)(?!\())"
 )
 
+# Between a name and its value: closing quotes and brackets (`os.environ["TOKEN"] =`,
+# `$config['api_secret'] =`), markdown emphasis (`**Password:** `), then `=`, `:`, `=>`, `:=`
+# or a markdown table's `|`.
+_SEP = r"(?:\\?[\"'`\]]){0,3}(?:\*\*|__)?\s{0,4}(?:=|:|=>|:=|\|)\s{0,4}(?:\*\*|__)?\s{0,4}"
+# A name and its value in separate fields: `{"key": "NAME", "value": "..."}` (Postman, HAR
+# `name`), a Kubernetes / YAML list entry `- name: NAME` + `value: ...`, and XML attributes
+# `key="NAME" value="..."` (.NET appSettings). The name field is checked by a lookbehind.
+_PAIR_JSON_HEAD = r"(?<=[\"'](?:key|name)[\"']\s{0,4}:\s{0,4}[\"'][\w .-]{0,30})"
+_PAIR_JSON_TAIL = r"[\"']\s{0,4},\s{0,40}[\"']value[\"']\s{0,4}:\s{0,4}"
+_PAIR_YAML_HEAD = r"(?<=\bname:[ \t]{0,4}[\"']?[\w.-]{0,30})"
+_PAIR_YAML_TAIL = r"[\"']?[ \t]{0,4}\r?\n[ \t]{0,16}value:[ \t]{0,4}"
+_PAIR_ATTR_HEAD = r"(?<=\b(?:key|name)[ \t]{0,2}=[ \t]{0,2}[\"'][\w.:-]{0,30})"
+_PAIR_ATTR_TAIL = r"[\"'][ \t]{1,4}value[ \t]{0,2}=[ \t]{0,2}"
+_NAME_REST = _NAME_LED + _HARMLESS_SUFFIX + r"[A-Za-z0-9_.:-]{0,30}"
+# AWS secret names, words joined by `_`, `.`, `-` or a space (`Aws secret access key:`)
+_AWS_NAME = (
+    r"(?:aws[_. -]?secret[_. -]?access[_. -]?key|aws[_. -]?secret[_. -]?key|"
+    r"secret[_. -]?access[_. -]?key)"
+)
+_AWS_VALUE = r"(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
+_AWS_KEY_ID = r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "AWS_ACCESS_KEY_ID",
@@ -189,15 +230,39 @@ RULES: tuple[Rule, ...] = (
         _random(3.0),
         anchors=("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA"),
     ),
-    Rule(
+    Rule(  # under an AWS secret name: assigned, an XML element, a name/value pair
         "AWS_SECRET_ACCESS_KEY",
-        r"(?i:aws[_.-]?secret[_.-]?access[_.-]?key|aws[_.-]?secret[_.-]?key|"
-        r"secret[_.-]?access[_.-]?key)"
-        r"[\"']?\s{0,4}(?:=|:|=>|\s)\s{0,4}[\"']?(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+        r"(?i:" + _AWS_NAME + r")"
+        r"(?:" + _SEP + r"|[\"'>]?\s{1,4}|>|" + _PAIR_JSON_TAIL + r"|" + _PAIR_YAML_TAIL + r")"
+        r"(?:\\?[\"'`])?" + _AWS_VALUE,
         0.95,
         _high_entropy(40, 3.5),
         anchors=("secret",),
         lead="aws|secret",
+    ),
+    Rule(  # `secret_key = "..."` (Terraform's aws provider, SDK configs) next to a key id
+        "AWS_SECRET_ACCESS_KEY",
+        r"(?i:secret(?:[_.-]?(?:access[_.-]?)?key)?)" + _SEP + r"(?:\\?[\"'`])?" + _AWS_VALUE,
+        0.9,
+        _high_entropy(40, 3.5),
+        flags=regex.IGNORECASE,
+        anchors=("secret",),
+        near=_AWS_KEY_ID + r"|provider\s{1,4}\"aws\"",
+        near_chars=300,
+    ),
+    Rule(  # an AWS-secret-shaped value right next to a key id (`AKIA..., <secret>`, prose)
+        "AWS_SECRET_ACCESS_KEY",
+        r"(?<![A-Za-z0-9/+=])" + _AWS_VALUE,
+        0.85,
+        lambda v: (
+            _high_entropy(40, 4.0)(v)
+            and any(c.isupper() for c in v)
+            and any(c.islower() for c in v)
+            and any(c.isdigit() for c in v)
+        ),
+        anchors=("AKIA", "ASIA"),
+        near=_AWS_KEY_ID,
+        near_chars=80,
     ),
     Rule(
         "AWS_SECRET_ACCESS_KEY",
@@ -316,13 +381,55 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "GENERIC_SECRET",
-        _NAME_LED + _HARMLESS_SUFFIX + r"[A-Za-z0-9_.-]{0,30}[\"']?\s{0,4}(?:=|:|=>|:=)\s{0,4}"
-        r"(?:\[\]byte\()?" + _VALUE,
+        _NAME_LED + _HARMLESS_SUFFIX + r"[A-Za-z0-9_.-]{0,30}" + _SEP + r"(?:\[\]byte\()?" + _VALUE,
         0.8,
         _generic_value,
         regex.IGNORECASE,
-        anchors=("key", "secret", "token", "passw", "pwd", "passphrase", "credential"),
+        anchors=("key", "secret", "token", "pass", "pwd", "credential", "auth"),
         lead=_LEAD,
+    ),
+    Rule(  # a name and its value in separate fields (JSON key/name + value, YAML, XML attrs)
+        "GENERIC_SECRET",
+        r"(?:"
+        + _PAIR_JSON_HEAD
+        + _NAME_REST
+        + _PAIR_JSON_TAIL
+        + r"|"
+        + _PAIR_YAML_HEAD
+        + _NAME_REST
+        + _PAIR_YAML_TAIL
+        + r"|"
+        + _PAIR_ATTR_HEAD
+        + _NAME_REST
+        + _PAIR_ATTR_TAIL
+        + r")"
+        + _VALUE,
+        0.8,
+        _generic_value,
+        regex.IGNORECASE,
+        anchors=("value",),
+        lead=_LEAD,
+    ),
+    Rule(  # an XML / HTML element named like a secret: `<wsse:Password>...</wsse:Password>`
+        "GENERIC_SECRET",
+        r"(?<=<[A-Za-z0-9_:.-]{0,40})" + _NAME_REST + r"(?:[ \t][^<>\r\n]{0,200})?>[ \t]{0,4}"
+        r"(?P<v>[^<>\s\"']{8,256})[ \t]{0,4}</",
+        0.8,
+        _generic_value,
+        regex.IGNORECASE,
+        anchors=("</",),
+        lead=_LEAD,
+    ),
+    Rule(  # SQL: `WITH PASSWORD '...'`, `IDENTIFIED BY "..."` (or a bare word)
+        "GENERIC_SECRET",
+        r"(?:passw(?:or)?d[ \t]{1,4}(?P<q>['\"])(?P<v>[^'\"\r\n]{8,256})(?P=q)|"
+        r"identified[ \t]{1,4}by[ \t]{1,4}(?:(?P<q>['\"])(?P<v>[^'\"\r\n]{8,256})(?P=q)|"
+        r"(?P<v>[^\s'\";]{8,256})))",
+        0.8,
+        _generic_value,
+        regex.IGNORECASE,
+        anchors=("passw", "identified"),
+        lead=r"passw|identified",
     ),
     Rule(  # define('DB_PASSWORD', '...'), --password value, -p=value
         "GENERIC_SECRET",
@@ -359,6 +466,7 @@ class SecretRecognizer(EntityRecognizer):
         self._lead = re.compile(rule.lead) if rule.lead is not None else None
         # the same regex for the lowercased text (case no longer matters there)
         self._lowered = regex.compile(rule.pattern, rule.flags & ~regex.IGNORECASE)
+        self._near = regex.compile(rule.near) if rule.near is not None else None
         super().__init__(supported_entities=[rule.entity], name=f"agentguard_{rule.entity}")
 
     def load(self) -> None:
@@ -379,8 +487,10 @@ class SecretRecognizer(EntityRecognizer):
             return
         group = "v" if "v" in self._regex.groupindex else 0
         try:
-            if self._lead is not None and len(haystack) == len(text):
-                found: Iterable[Any] = self._led(haystack)
+            if self._near is not None:
+                found: Iterable[Any] = self._windowed(text)
+            elif self._lead is not None and len(haystack) == len(text):
+                found = self._led(haystack)
             else:  # lowercasing moved offsets (a few non-ASCII letters): the plain way
                 found = self._regex.finditer(text, timeout=PATTERN_TIMEOUT)
             for match in found:
@@ -391,6 +501,26 @@ class SecretRecognizer(EntityRecognizer):
                 yield RecognizerResult(self.rule.entity, start, end, self.rule.score)
         except TimeoutError:
             raise ScanTimeout(f"{self.rule.entity} pattern timed out") from None
+
+    def _windowed(self, text: str) -> Iterator[Any]:
+        """Matches of the rule in windows of `near_chars` around each match of `near` (merged);
+        a window takes in whole the tokens it cuts (at most 256 characters more on each side),
+        so a cut token is neither missed nor taken for a short one."""
+        assert self._near is not None
+        pad = self.rule.near_chars
+        windows: list[list[int]] = []
+        for m in self._near.finditer(text, timeout=PATTERN_TIMEOUT):
+            start, end = max(0, m.start() - pad), min(len(text), m.end() + pad)
+            while start > 0 and m.start() - start < pad + 256 and not text[start - 1].isspace():
+                start -= 1
+            while end < len(text) and end - m.end() < pad + 256 and not text[end].isspace():
+                end += 1
+            if windows and start <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], end)
+            else:
+                windows.append([start, end])
+        for start, end in windows:
+            yield from self._regex.finditer(text, start, end, timeout=PATTERN_TIMEOUT)
 
     def _led(self, lowered: str) -> Iterator[Any]:
         """Matches of the rule in lowercased text, tried only where a lead keyword starts; like
@@ -578,8 +708,13 @@ class AgentguardIpRecognizer(EntityRecognizer):
                 if pattern is _IPV6 and (candidate.count(":") < 2 or len(candidate) < 3):
                     continue
                 try:
-                    ipaddress.ip_address(candidate)
+                    address = ipaddress.ip_address(candidate)
                 except ValueError:
+                    continue
+                # loopback and unspecified addresses name no one; `rv:1.9.7.20` is a version
+                if address.is_loopback or address.is_unspecified:
+                    continue
+                if text[max(0, match.start() - 3) : match.start()].lower() == "rv:":
                     continue
                 out.append(RecognizerResult("IP_ADDRESS", match.start(), match.end(), 0.6))
         return out
