@@ -34,3 +34,27 @@ def test_the_budget_still_bounds_the_scan_itself(monkeypatch: pytest.MonkeyPatch
     scanner.detector  # noqa: B018 - loaded, so only the scan is timed
     with pytest.raises(ScanTimeout):
         scanner.scan({"body": "word " * 20_000})
+
+
+def test_short_fields_and_digit_free_text_still_find_what_they_can_hold() -> None:
+    """The fast paths (short texts skip secret rules, texts under nine digits skip Presidio)
+    must not hide anything such a text can carry."""
+    scanner = scan_module.Scanner()
+    found = scanner.scan(
+        {
+            "ip": "1.2.3.4",
+            "e": "a@b.io",
+            "ssn": "ssn 536-22-8726",
+            "card": "4111111111111111",
+            "iban": "NL91ABNA0417164300",
+            "k": "ghp_Zx9T2mQ4rL7vB1nK8pZ3cW6yH0dF5gS2aE4u",
+        }
+    )
+    assert sorted((f.path, f.entity) for f in found) == [
+        ("$.card", "CREDIT_CARD"),
+        ("$.e", "EMAIL_ADDRESS"),
+        ("$.iban", "IBAN_CODE"),
+        ("$.ip", "IP_ADDRESS"),
+        ("$.k", "GITHUB_TOKEN"),
+        ("$.ssn", "US_SSN"),
+    ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,16 @@ _CARD = (
     r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b"
 )
 _SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
+# Presidio's fixed cost per call dominates the short fields of a tool call, so each of its
+# recognizers runs only on a window that could hold its entity: cards (13+ digits) and SSNs
+# (9) need nine digits; an IBAN needs its country code and check digits (its BBAN may be
+# letters).
+_NINE_DIGITS = re.compile(r"(?:\d\D*){8}\d")
+_IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
+# No secret type is shorter than this (prefixed tokens are 20+, a generic secret needs a name
+# and a value of 8+): a shorter text (a dict key, a subject) skips the secret rules.
+MIN_SECRET_CHARS = 8
+_INERT = re.compile(r"[^\d@]*")
 
 
 @dataclass(frozen=True)
@@ -98,24 +109,25 @@ class Detector:
         logger = logging.getLogger("presidio-analyzer")
         if _WATCH not in logger.filters:
             logger.addFilter(_WATCH)
-        self._windowed: list[Any] = [
+        self._windowed: list[tuple[re.Pattern[str], Any]] = [
             # Presidio's own pattern plus the 2-series Mastercard range (2221-2720); Luhn
             # validation stays Presidio's.
-            CreditCardRecognizer(patterns=[Pattern("cards", _CARD, 0.3)]),
-            UsSsnRecognizer(),
-            IbanRecognizer(),
+            (_NINE_DIGITS, CreditCardRecognizer(patterns=[Pattern("cards", _CARD, 0.3)])),
+            (_NINE_DIGITS, UsSsnRecognizer()),
+            (_IBAN_START, IbanRecognizer()),
         ]
-        self._whole: list[Any] = [
+        self._contacts: list[Any] = [
             AgentguardEmailRecognizer(),
             AgentguardIpRecognizer(),
             AgentguardPhoneRecognizer(PHONE_REGIONS),
-            *secret_recognizers(),
         ]
+        self._secrets: list[Any] = list(secret_recognizers())
+        self._whole: list[Any] = [*self._contacts, *self._secrets]
         self._ner = _ner_analyzer() if profile == "ner" else None
         self.entities: tuple[str, ...] = tuple(
             dict.fromkeys(
                 e
-                for r in [*self._windowed, *self._whole]
+                for r in [*(w for _, w in self._windowed), *self._whole]
                 for e in r.supported_entities
                 if e != "MEDICAL_LICENSE"
             )
@@ -124,14 +136,21 @@ class Detector:
     def scan(self, text: str, *, deadline: float | None = None) -> list[Hit]:
         """Every entity in `text`, overlapping duplicates resolved to the best score."""
         hits: list[Hit] = []
-        for recognizer in self._whole:
+        if len(text) < MIN_SECRET_CHARS and self._ner is None and _INERT.fullmatch(text):
+            return hits  # a key or a word: no address (no '@'), no number, too short for a secret
+        whole = self._whole if len(text) >= MIN_SECRET_CHARS else self._contacts
+        for recognizer in whole:
             for r in recognizer.analyze(text, []):
                 score = _with_context(text, r.start, r.end, r.score, recognizer.context)
                 hits.append(Hit(r.entity_type, r.start, r.end, score))
             _check(deadline)
+        if self._ner is None and not any(gate.search(text) for gate, _ in self._windowed):
+            return resolve([h for h in hits if _plausible(h, text)])
         _WATCH.local.timed_out = False
         for offset, window in _windows(text):
-            for recognizer in self._windowed:
+            for gate, recognizer in self._windowed:
+                if gate.search(window) is None:
+                    continue
                 for r in recognizer.analyze(window, recognizer.supported_entities, None) or ():
                     score = _with_context(window, r.start, r.end, r.score, recognizer.context)
                     if score >= THRESHOLD:
