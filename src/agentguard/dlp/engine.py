@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from agentguard.dlp.errors import ScanTimeout
@@ -229,10 +230,22 @@ def resolve(hits: list[Hit]) -> list[Hit]:
 
 
 def spacy_model() -> str:
-    """The installed spaCy English model the 'ner' profile uses; never downloads one."""
-    import importlib.util
+    """The spaCy English model the 'ner' profile uses: `AGENTGUARD_SPACY_MODEL` (an installed
+    package's name or a model folder), else the first installed `en_core_web_*` package.
+    Never downloads one."""
+    import os
 
-    name = next((m for m in _SPACY_MODELS if importlib.util.find_spec(m) is not None), None)
+    import spacy.util
+
+    chosen = os.environ.get("AGENTGUARD_SPACY_MODEL")
+    if chosen:
+        if spacy.util.is_package(chosen) or Path(chosen).is_dir():
+            return chosen
+        raise ConfigurationError(
+            f"AGENTGUARD_SPACY_MODEL={chosen!r} is neither an installed spaCy model package "
+            "nor a model folder; nothing is downloaded at run time"
+        )
+    name = next((m for m in _SPACY_MODELS if spacy.util.is_package(m)), None)
     if name is None:
         raise ConfigurationError(
             "the 'ner' DLP profile needs a spaCy English model installed (see docs/dlp.md); "
@@ -242,18 +255,20 @@ def spacy_model() -> str:
 
 
 def _ner_analyzer() -> Any:
+    import spacy
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
     name = spacy_model()
-    engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": name}])
-    engine.load()
-    nlp = cast(Any, engine.nlp)["en"]
+    # Loaded here, not by `SpacyNlpEngine.load()`, which downloads a model it cannot find.
+    nlp = spacy.load(name)
     keep = {"tok2vec", "transformer", "ner"}
     for pipe in list(nlp.pipe_names):
         if pipe not in keep:
             nlp.remove_pipe(pipe)
+    engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": name}])
+    cast(Any, engine).nlp = {"en": nlp}
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.add_recognizer(SpacyRecognizer(supported_entities=list(NER_ENTITIES)))
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
