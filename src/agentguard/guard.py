@@ -928,6 +928,27 @@ class Guard:
         assert scope is not None
         return self.dlp.reveal(scope, text)
 
+    def forget_pseudonyms(self, principal: Principal, thread_id: str | None = None) -> int:
+        """Erase what DLP's pseudonyms stand for: one thread's, or all of the principal's user
+        in its tenant (right to erasure). Written down; the number of values erased."""
+        if self.dlp is None:
+            return 0
+        erased = self.dlp.forget(principal, thread_id)
+        self.record_event(
+            dict(
+                event="content",
+                tool="pseudonyms",
+                thread_id=thread_id,
+                result="erased",
+                reason="dlp.erasure",
+                level=Level.DLP.value,
+                summary={"values": erased, "scope": "thread" if thread_id else "user"},
+                policy_version=self.policy.version,
+                **principal.audit_fields(),
+            )
+        )
+        return erased
+
     def record_execution(
         self, verdict: Verdict, ctx: CallContext, *, status: str, output: Any = None
     ) -> None:

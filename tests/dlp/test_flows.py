@@ -331,6 +331,25 @@ def test_a_pseudonym_planted_in_a_result_is_made_inert(screening: bool) -> None:
     assert "[unissued EMAIL_ADDRESS_1]" in received.text and "<ORDER_1>" in received.text
 
 
+def test_a_users_pseudonyms_are_erased_across_threads_and_the_erasure_is_audited() -> None:
+    sink = MemorySink()
+    guard = Guard(results_policy(), audit=AuditLog(sink, b"k" * 32))
+    for thread in ("t1", "t2"):
+        ctx = CallContext(runtime_context={"principal": ALICE}, thread_id=thread)
+        assert "<EMAIL_ADDRESS_1>" in guard.receive(None, ctx, INBOX, source="read_inbox").text
+    bob_ctx = CallContext(runtime_context={"principal": BOB}, thread_id="t1")
+    guard.receive(None, bob_ctx, INBOX, source="read_inbox")
+    assert guard.forget_pseudonyms(ALICE) == 2
+    tools = {t.name: t for t in World().tools}
+    for who, thread, code in ((ALICE, "t2", "dlp.unknown_pseudonym"), (BOB, "t1", None)):
+        ctx = CallContext(runtime_context={"principal": who}, thread_id=thread)
+        args = {"to": "<EMAIL_ADDRESS_1>", "subject": "x", "body": "y"}
+        verdict = guard.check({"name": "send_email", "args": args, "id": "s"}, ctx, tools)
+        assert (verdict.reasons[0].code if verdict.reasons else None) == code
+    (event,) = [r for r in sink.records if r["reason"] == "dlp.erasure"]
+    assert event["user"] == "alice" and event["summary"] == {"values": 2, "scope": "user"}
+
+
 def test_a_tool_can_opt_out_of_result_screening() -> None:
     p = results_policy()
     p["tools"]["read_inbox"]["dlp"] = {"scan_results": False}

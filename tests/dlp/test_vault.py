@@ -27,6 +27,7 @@ from agentguard.dlp.vault import (
     VaultFull,
     VaultUnavailable,
     open_vault,
+    owned_scope,
     tokens_in,
     vault_key_from_env,
 )
@@ -228,6 +229,32 @@ def test_forget_erases_one_scope(vault: PseudonymVault) -> None:
     assert vault.values("t2", [b]) == {b: "bob@example.com"}
     assert vault.forget("t1") == 0
     assert vault.forget("never-seen") == 0
+
+
+def test_forget_owner_erases_every_scope_of_one_owner(factory: Factory) -> None:
+    """Right to erasure for a user: every thread's pseudonyms at once, nobody else's; a
+    second instance (a restart, another replica) sees them gone too."""
+    vault = factory()
+    alice = [owned_scope("acme/alice", f"t{i}") for i in range(3)]
+    bob = owned_scope("acme/bob", "t0")
+    tokens = [vault.token(scope, EMAIL, f"alice{i}@example.com") for i, scope in enumerate(alice)]
+    vault.token(alice[0], PHONE, "+1 555 0100")
+    kept = vault.token(bob, EMAIL, "bob@example.com")
+    vault.token("unowned", EMAIL, "x@example.com")
+    assert vault.forget_owner("acme/alice") == 4
+    again = factory()
+    for view in (vault, again):
+        for scope, token in zip(alice, tokens, strict=True):
+            assert view.values(scope, [token]) == {}
+        assert view.values(bob, [kept]) == {kept: "bob@example.com"}
+        assert view.values("unowned", ["<EMAIL_ADDRESS_1>"]) == {
+            "<EMAIL_ADDRESS_1>": "x@example.com"
+        }
+    assert vault.forget_owner("acme/alice") == 0
+    # numbering starts again for an erased owner's scope: nothing left to confuse it with
+    assert vault.token(alice[0], EMAIL, "new@example.com") == "<EMAIL_ADDRESS_1>"
+    with pytest.raises(ValueError):
+        owned_scope("two\nlines", "t")
 
 
 def test_forget_counts_only_live_values(vault: PseudonymVault, clock: Clock) -> None:

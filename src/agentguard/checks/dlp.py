@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 from agentguard.dlp.entities import ALL_TYPES
 from agentguard.dlp.errors import ScanIncomplete
 from agentguard.dlp.scan import Finding, Scanner
-from agentguard.dlp.vault import TOKEN_RE, MemoryPseudonymVault, PseudonymVault, tokens_in
+from agentguard.dlp.vault import (
+    TOKEN_RE,
+    MemoryPseudonymVault,
+    PseudonymVault,
+    owned_scope,
+    tokens_in,
+)
 from agentguard.verdict import Approval, Level, Reason
 
 if TYPE_CHECKING:
@@ -46,7 +52,15 @@ if TYPE_CHECKING:
     from agentguard.guard import CheckInput, CheckResult
     from agentguard.policy.model import DlpAction, DlpInbound, DlpSettings, ToolPolicy
 
-__all__ = ["SHOWN_KEY", "DlpCheck", "Screened", "UnknownPseudonym", "defang", "vault_scope"]
+__all__ = [
+    "SHOWN_KEY",
+    "DlpCheck",
+    "Screened",
+    "UnknownPseudonym",
+    "defang",
+    "vault_owner",
+    "vault_scope",
+]
 
 _TRANSFORMS = ("redact", "mask", "hash", "pseudonymize")
 SHOWN_KEY = "dlp_shown_args"  # verdict annotation: the arguments as a reviewer may see them
@@ -56,10 +70,15 @@ class UnknownPseudonym(ScanIncomplete):
     """A call carries a pseudonym this principal's thread never issued (or that expired)."""
 
 
+def vault_owner(principal: Principal) -> str:
+    """Whose pseudonyms they are, for erasure: the user in the tenant, whatever agent acted."""
+    return json.dumps([principal.tenant, principal.user])
+
+
 def vault_scope(principal: Principal, thread: str | None) -> str:
-    """Pseudonyms belong to one principal in one thread: another user, tenant or thread cannot
-    re-fill (and so cannot read) them."""
-    return json.dumps([principal.tenant, principal.user, principal.agent_id, thread or "-"])
+    """Pseudonyms belong to one principal (and agent) in one thread: another user, tenant,
+    agent or thread cannot re-fill (and so cannot read) them."""
+    return owned_scope(vault_owner(principal), json.dumps([principal.agent_id, thread or "-"]))
 
 
 @dataclass(frozen=True)
@@ -211,6 +230,13 @@ class DlpCheck:
             return args
         refilled: Mapping[str, Any] = _map_strings(args, lambda text: _put_back(text, known))
         return refilled
+
+    def forget(self, principal: Principal, thread: str | None = None) -> int:
+        """Erase a principal's pseudonyms: one thread's, or (no thread) all of the user's in
+        the tenant. The number of live values erased."""
+        if thread is not None:
+            return self.vault.forget(vault_scope(principal, thread))
+        return self.vault.forget_owner(vault_owner(principal))
 
     def reveal(self, scope: str, text: str) -> str:
         """`text` with the scope's pseudonyms replaced by their values, for the person

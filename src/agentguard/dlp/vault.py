@@ -61,6 +61,7 @@ __all__ = [
     "VaultFull",
     "VaultUnavailable",
     "open_vault",
+    "owned_scope",
     "tokens_in",
     "vault_key_from_env",
 ]
@@ -105,6 +106,19 @@ def tokens_in(text: str) -> list[str]:
     return list(dict.fromkeys(m.group(0) for m in TOKEN_RE.finditer(text)))
 
 
+def owned_scope(owner: str, part: str) -> str:
+    """A scope that belongs to `owner`, so `forget_owner(owner)` erases it with the others:
+    a user's pseudonyms across all their threads go at once."""
+    if "\n" in owner:
+        raise ValueError("an owner must not contain a newline")
+    return f"{owner}\n{part}"
+
+
+def _owner_of(scope: str) -> str | None:
+    owner, sep, _ = scope.partition("\n")
+    return owner if sep else None
+
+
 @runtime_checkable
 class PseudonymVault(Protocol):
     """Token <-> value tables, one per scope, shared by every process that serves the scope."""
@@ -126,6 +140,10 @@ class PseudonymVault(Protocol):
 
     def forget(self, scope: str) -> int:
         """Erase a scope (right to erasure); the number of live values it held."""
+        ...
+
+    def forget_owner(self, owner: str) -> int:
+        """Erase every scope of `owner` (see `owned_scope`); the number of live values."""
         ...
 
     def close(self) -> None:
@@ -301,6 +319,18 @@ class MemoryPseudonymVault(_VaultBase):
             table = self._scopes.pop(scope, None)
             return 0 if table is None else table.live(self._clock())
 
+    def forget_owner(self, owner: str) -> int:
+        """See `PseudonymVault.forget_owner`."""
+        _check_scope(owner)
+        with self._lock:
+            now = self._clock()
+            live = 0
+            for name in [n for n in (*self._scopes, *self._counters) if _owner_of(n) == owner]:
+                self._counters.pop(name, None)
+                table = self._scopes.pop(name, None)
+                live += 0 if table is None else table.live(now)
+            return live
+
     def close(self) -> None:
         """Drop every table (nothing else to release)."""
         with self._lock:
@@ -358,6 +388,10 @@ class _Sealer:
 
     def scope_id(self, scope: str) -> bytes:
         return self._mac("scope", scope)
+
+    def owner_id(self, scope: str) -> bytes | None:
+        owner = _owner_of(scope)
+        return None if owner is None else self._mac("owner", owner)
 
     def lookup(self, scope: str, entity: str, value: str) -> bytes:
         return self._mac("lookup", scope, entity, value)
@@ -425,12 +459,13 @@ _Execute = Callable[[str, Sequence[Any]], _Cursor]
 def _schema(blob: str, real: str) -> tuple[str, ...]:
     """CREATE statements for both SQL backends (`blob`/`real`: the bytes and float types).
 
-    No column holds plaintext: scopes and lookups are HMACs, values are sealed.
+    No column holds plaintext: scopes, owners and lookups are HMACs, values are sealed.
     """
     return (
         f"CREATE TABLE IF NOT EXISTS pseudonym_meta (name TEXT PRIMARY KEY, value {blob} NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS pseudonym_scopes (scope_id {blob} PRIMARY KEY, "
-        "last_n BIGINT NOT NULL)",
+        f"last_n BIGINT NOT NULL, owner_id {blob})",
+        "CREATE INDEX IF NOT EXISTS pseudonym_scopes_owner ON pseudonym_scopes (owner_id)",
         f"CREATE TABLE IF NOT EXISTS pseudonym_values (scope_id {blob} NOT NULL, "
         f"token TEXT NOT NULL, lookup {blob} NOT NULL, sealed {blob} NOT NULL, "
         f"expires_at {real} NOT NULL, PRIMARY KEY (scope_id, token), UNIQUE (scope_id, lookup))",
@@ -530,9 +565,9 @@ class _SqlVault(_VaultBase):
         if count >= self._max_values:
             raise VaultFull(f"this scope already holds {self._max_values} pseudonyms")
         run(
-            "INSERT INTO pseudonym_scopes (scope_id, last_n) VALUES (?, 1) "
+            "INSERT INTO pseudonym_scopes (scope_id, last_n, owner_id) VALUES (?, 1, ?) "
             "ON CONFLICT (scope_id) DO UPDATE SET last_n = pseudonym_scopes.last_n + 1",
-            (sid,),
+            (sid, self._sealer.owner_id(scope)),
         )
         (n,) = run("SELECT last_n FROM pseudonym_scopes WHERE scope_id = ?", (sid,)).fetchone()
         if n > _MAX_N:
@@ -576,6 +611,21 @@ class _SqlVault(_VaultBase):
             ).fetchone()
             run("DELETE FROM pseudonym_values WHERE scope_id = ?", (sid,))
             run("DELETE FROM pseudonym_scopes WHERE scope_id = ?", (sid,))
+        return int(live)
+
+    def forget_owner(self, owner: str) -> int:
+        """See `PseudonymVault.forget_owner`. A token handed out concurrently, in a scope of
+        this owner, may outlive the erasure: erase once the owner can no longer act."""
+        oid = self._sealer.owner_id(owned_scope(_check_scope(owner), ""))
+        owned = "SELECT scope_id FROM pseudonym_scopes WHERE owner_id = ?"
+        with self._transaction(None) as run:
+            (live,) = run(
+                "SELECT count(*) FROM pseudonym_values "  # noqa: S608 - constant text only
+                f"WHERE expires_at > ? AND scope_id IN ({owned})",
+                (self._clock(), oid),
+            ).fetchone()
+            run(f"DELETE FROM pseudonym_values WHERE scope_id IN ({owned})", (oid,))  # noqa: S608
+            run("DELETE FROM pseudonym_scopes WHERE owner_id = ?", (oid,))
         return int(live)
 
     def close(self) -> None:
