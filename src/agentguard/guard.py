@@ -504,16 +504,17 @@ class Guard:
         if self.dlp is not None and self.dlp.settings.enabled and isinstance(raw_args, Mapping):
             # pseudonyms the model copied from a screened result: every check sees the value
             from agentguard.checks.dlp import UnknownPseudonym, vault_scope
+            from agentguard.dlp.errors import ScanIncomplete
 
             try:
                 raw_args = self.dlp.refill(raw_args, vault_scope(principal, ctx.thread_id))
-            except UnknownPseudonym as exc:
-                return self._deny(
-                    info,
-                    principal,
-                    [Reason("dlp.unknown_pseudonym", Level.DLP, str(exc))],
-                    tool_policy,
+            except ScanIncomplete as exc:  # an unknown pseudonym, or a vault that failed
+                code = (
+                    "dlp.unknown_pseudonym"
+                    if isinstance(exc, UnknownPseudonym)
+                    else ("dlp.incomplete")
                 )
+                return self._deny(info, principal, [Reason(code, Level.DLP, str(exc))], tool_policy)
         problems = validate_args(compiled, raw_args, self.policy.limits)
         if problems:
             lines = "\n".join(f"- {r.message}" for r in problems)
@@ -903,7 +904,7 @@ class Guard:
                 thread_id=ctx.thread_id,
                 run_id=ctx.run_id,
                 output_hash=_input_hash(text),
-                result="block" if screened.blocked else "redact",
+                result="block" if screened.blocked else "rewrite",
                 reason="dlp.answer",
                 level=Level.DLP.value,
                 summary={"dlp": list(screened.findings), "chars": len(text)},

@@ -274,6 +274,19 @@ def test_the_model_reads_pseudonyms_and_the_guard_re_fills_them_after_checking()
     )
 
 
+def test_a_vault_that_fails_refuses_the_call_instead_of_sending_pseudonyms(tmp_path: Path) -> None:
+    p = load_policy(results_policy())
+    vault = SqlitePseudonymVault(tmp_path / "vault.db", key=b"v" * 32)
+    guard = Guard(p, dlp=DlpCheck(p.dlp, vault=vault), audit=audit())
+    ctx = CallContext(runtime_context={"principal": ALICE}, thread_id="t")
+    token = vault.token(vault_scope(ALICE, "t"), "EMAIL_ADDRESS", CUSTOMER)
+    vault.close()  # the database is gone from under the guard
+    tools = {t.name: t for t in World().tools}
+    args = {"to": token, "subject": "x", "body": "y"}
+    verdict = guard.check({"name": "send_email", "args": args, "id": "s"}, ctx, tools)
+    assert verdict.decision is Decision.DENY and verdict.reasons[0].code == "dlp.incomplete"
+
+
 @pytest.mark.parametrize("thief", ["invented", "other_thread", "other_user"])
 def test_pseudonyms_this_conversation_never_issued_are_refused(thief: str) -> None:
     world = World()
