@@ -30,7 +30,7 @@ from langchain_core.tools import tool
 
 from agentguard import Guard, GuardMiddleware, Principal
 from agentguard.audit import AuditLog, MemorySink
-from agentguard.checks.dlp import vault_scope
+from agentguard.dlp.pseudonyms import vault_scope
 from agentguard.dlp.vault import MemoryPseudonymVault, SqlitePseudonymVault
 from agentguard.identity import CallContext
 from agentguard.integrations._enact import receive_result

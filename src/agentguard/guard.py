@@ -224,7 +224,7 @@ class Guard:
     def _reveal_for_check(self, call: CheckInput, text: str) -> str:
         if self.dlp is None:
             return text
-        from agentguard.checks.dlp import vault_scope
+        from agentguard.dlp.pseudonyms import vault_scope
 
         return self.dlp.reveal(vault_scope(call.principal, call.context.thread_id), text)
 
@@ -503,8 +503,8 @@ class Guard:
         raw_args = info.args
         if self.dlp is not None and self.dlp.settings.enabled and isinstance(raw_args, Mapping):
             # pseudonyms the model copied from a screened result: every check sees the value
-            from agentguard.checks.dlp import UnknownPseudonym, vault_scope
             from agentguard.dlp.errors import ScanIncomplete
+            from agentguard.dlp.pseudonyms import UnknownPseudonym, vault_scope
 
             try:
                 raw_args = self.dlp.refill(raw_args, vault_scope(principal, ctx.thread_id))
@@ -824,7 +824,7 @@ class Guard:
     # -- DLP on the way in, and pseudonyms ---------------------------------------------------
 
     def _scope(self, principal: Any, ctx: CallContext | None) -> str | None:
-        from agentguard.checks.dlp import vault_scope
+        from agentguard.dlp.pseudonyms import vault_scope
 
         if not isinstance(principal, Principal):
             return None
@@ -832,8 +832,8 @@ class Guard:
 
     @staticmethod
     def _defanged(received: Received) -> Received:
-        from agentguard.checks.dlp import defang
         from agentguard.content.receive import Received
+        from agentguard.dlp.pseudonyms import defang
 
         text = defang(received.text)
         withheld = defang(received.withheld) if received.withheld is not None else None

@@ -13,8 +13,9 @@ import pytest
 from langchain_core.tools import tool
 
 from agentguard import Guard, Principal
-from agentguard.checks.dlp import DlpCheck, vault_scope
+from agentguard.checks.dlp import DlpCheck
 from agentguard.dlp import Scanner
+from agentguard.dlp.pseudonyms import vault_scope
 from agentguard.dlp.vault import MemoryPseudonymVault
 from agentguard.identity import CallContext
 from agentguard.policy import load_policy

@@ -33,7 +33,8 @@ from langgraph.types import Command
 from agentguard import Guard, Principal
 from agentguard.approvals.gate import Approvals
 from agentguard.audit import AuditLog, MemorySink
-from agentguard.checks.dlp import DlpCheck, vault_scope
+from agentguard.checks.dlp import DlpCheck
+from agentguard.dlp.pseudonyms import vault_scope
 from agentguard.dlp.vault import MemoryPseudonymVault, SqlitePseudonymVault
 from agentguard.errors import ConfigurationError
 from agentguard.identity import CallContext

@@ -27,24 +27,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from agentguard.dlp.entities import ALL_TYPES
 from agentguard.dlp.errors import ScanIncomplete
-from agentguard.dlp.scan import Finding, Scanner
-from agentguard.dlp.vault import (
-    TOKEN_RE,
-    MemoryPseudonymVault,
-    PseudonymVault,
-    owned_scope,
-    tokens_in,
+from agentguard.dlp.paths import CannotRewrite, field_matches, rewrite_at, steps_of
+from agentguard.dlp.pseudonyms import (
+    TooDeep,
+    UnknownPseudonym,
+    is_ours,
+    map_strings,
+    put_back,
+    tokens_in_leaves,
+    vault_owner,
+    vault_scope,
 )
+from agentguard.dlp.scan import Finding, Scanner
+from agentguard.dlp.vault import MemoryPseudonymVault, PseudonymVault
 from agentguard.verdict import Approval, Level, Reason
 
 if TYPE_CHECKING:
@@ -52,33 +54,10 @@ if TYPE_CHECKING:
     from agentguard.guard import CheckInput, CheckResult
     from agentguard.policy.model import DlpAction, DlpInbound, DlpSettings, ToolPolicy
 
-__all__ = [
-    "SHOWN_KEY",
-    "DlpCheck",
-    "Screened",
-    "UnknownPseudonym",
-    "defang",
-    "vault_owner",
-    "vault_scope",
-]
+__all__ = ["SHOWN_KEY", "DlpCheck", "Screened"]
 
 _TRANSFORMS = ("redact", "mask", "hash", "pseudonymize")
 SHOWN_KEY = "dlp_shown_args"  # verdict annotation: the arguments as a reviewer may see them
-
-
-class UnknownPseudonym(ScanIncomplete):
-    """A call carries a pseudonym this principal's thread never issued (or that expired)."""
-
-
-def vault_owner(principal: Principal) -> str:
-    """Whose pseudonyms they are, for erasure: the user in the tenant, whatever agent acted."""
-    return json.dumps([principal.tenant, principal.user])
-
-
-def vault_scope(principal: Principal, thread: str | None) -> str:
-    """Pseudonyms belong to one principal (and agent) in one thread: another user, tenant,
-    agent or thread cannot re-fill (and so cannot read) them."""
-    return owned_scope(vault_owner(principal), json.dumps([principal.agent_id, thread or "-"]))
 
 
 @dataclass(frozen=True)
@@ -173,7 +152,7 @@ class DlpCheck:
                 # runs once approved is the verdict's, with the real value.
                 shown = transforms + [_Decided(d.finding, "pseudonymize") for d in asks]
                 annotations[SHOWN_KEY] = self._transform(call.args, shown, scope)
-        except (_CannotTransform, ScanIncomplete) as exc:
+        except (CannotRewrite, ScanIncomplete) as exc:
             return CheckResult(
                 denials=(Reason("dlp.blocked", Level.DLP, str(exc)),),
                 annotations=annotations,
@@ -197,7 +176,7 @@ class DlpCheck:
         hold that type (`format: email`), policy rule, default."""
         field = finding.path[2:] if finding.path.startswith("$.") else finding.path[1:]
         for pattern, rules in tool.dlp.fields.items():
-            if _field_matches(pattern, field):
+            if field_matches(pattern, field):
                 if finding.entity in rules:
                     return rules[finding.entity]
                 if "*" in rules:
@@ -214,13 +193,13 @@ class DlpCheck:
         """`args` with the pseudonyms this scope issued put back (the same object when there
         are none). Raises `UnknownPseudonym` for a token of a known type it never issued."""
         try:
-            found = _tokens_in_leaves(args)
-        except _TooDeep:  # deeper than any policy allows: validation refuses the call anyway
+            found = tokens_in_leaves(args)
+        except TooDeep:  # deeper than any policy allows: validation refuses the call anyway
             return args
         if not found:
             return args
         known = self.vault.values(scope, found)
-        unknown = [t for t in found if t not in known and _is_ours(t)]
+        unknown = [t for t in found if t not in known and is_ours(t)]
         if unknown:
             raise UnknownPseudonym(
                 f"the call carries {len(unknown)} pseudonym(s) this conversation never issued "
@@ -228,7 +207,7 @@ class DlpCheck:
             )
         if not known:
             return args
-        refilled: Mapping[str, Any] = _map_strings(args, lambda text: _put_back(text, known))
+        refilled: Mapping[str, Any] = map_strings(args, lambda text: put_back(text, known))
         return refilled
 
     def forget(self, principal: Principal, thread: str | None = None) -> int:
@@ -273,7 +252,7 @@ class DlpCheck:
             return Screened("", summary, True, _listing([d for d in shown if d.action == "block"]))
         try:
             out = self._transform({"text": text}, decided, scope or "-")
-        except (_CannotTransform, ScanIncomplete) as exc:
+        except (CannotRewrite, ScanIncomplete) as exc:
             return Screened("", summary, True, str(exc)[:200])
         return Screened(str(out["text"]), summary)
 
@@ -304,13 +283,13 @@ class DlpCheck:
 
     def _apply(self, root: Any, path: str, items: list[_Decided], scope: str) -> Any:
         # A form field's offsets are into the whole form body: rewrite that leaf.
-        steps = _steps(path.split("<form>", 1)[0])
+        steps = steps_of(path.split("<form>", 1)[0])
         if steps is None:
-            raise _CannotTransform(f"cannot rewrite field {path}: the call was not sent")
+            raise CannotRewrite(f"cannot rewrite field {path}: the call was not sent")
 
         def rewrite(value: Any) -> Any:
             if not isinstance(value, str):
-                raise _CannotTransform(
+                raise CannotRewrite(
                     f"a {items[0].finding.entity} in {path} is not text and cannot be "
                     "rewritten: the call was not sent"
                 )
@@ -322,7 +301,7 @@ class DlpCheck:
                 value = value[:start] + token + value[end:]
             return value
 
-        return _update(root, steps, rewrite)
+        return rewrite_at(root, steps, rewrite)
 
 
 def _incomplete(exc: Exception) -> Reason:
@@ -362,67 +341,6 @@ def _merged(items: list[_Decided]) -> list[list[_Decided]]:
     return groups
 
 
-def _is_ours(token: str) -> bool:
-    """A token of an entity type DLP issues (not any `<FOO_1>` a template might use)."""
-    return token[1:].rsplit("_", 1)[0] in ALL_TYPES
-
-
-def _tokens_in_leaves(args: Any) -> list[str]:
-    """Token-shaped strings in the string leaves, in order (a walk, no copy)."""
-    found: dict[str, None] = {}
-    stack: list[tuple[Any, int]] = [(args, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > 256:  # the deepest `limits.max_depth` a policy may set
-            raise _TooDeep("arguments nested too deep to re-fill")
-        if isinstance(value, str):
-            if "<" in value:
-                found.update(dict.fromkeys(tokens_in(value)))
-        elif isinstance(value, Mapping):
-            stack.extend((v, depth + 1) for v in reversed(list(value.values())))
-        elif isinstance(value, list | tuple):
-            stack.extend((v, depth + 1) for v in reversed(value))
-    return list(found)
-
-
-def defang(text: str) -> str:
-    """Token-shaped strings of DLP's types in text that came from outside, made inert
-    (`<EMAIL_ADDRESS_1>` becomes `[unissued EMAIL_ADDRESS_1]`): a document cannot plant a
-    pseudonym for the guard to re-fill with a value this thread holds."""
-    if "<" not in text:
-        return text
-
-    def inert(m: re.Match[str]) -> str:
-        token = m.group()
-        return f"[unissued {token[1:-1]}]" if _is_ours(token) else token
-
-    return TOKEN_RE.sub(inert, text)
-
-
-def _put_back(text: str, table: Mapping[str, str]) -> str:
-    """One pass, so a value that itself looks like a token is never replaced again."""
-    if "<" not in text:
-        return text
-    return TOKEN_RE.sub(lambda m: table.get(m.group(), m.group()), text)
-
-
-class _TooDeep(ScanIncomplete):
-    pass
-
-
-def _map_strings(value: Any, fn: Callable[[str], str], depth: int = 0) -> Any:
-    """A copy of `value` with `fn` applied to every string leaf (dict keys untouched)."""
-    if depth > 256:  # the deepest `limits.max_depth` a policy may set
-        raise _TooDeep("arguments nested too deep to re-fill")
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, Mapping):
-        return {k: _map_strings(v, fn, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_map_strings(v, fn, depth + 1) for v in value]
-    return value
-
-
 # An argument the policy itself declares to be an address (`format: email`) may carry one:
 # a recipient field is where an email address belongs. Anything else in it is still scanned.
 _FORMAT_ENTITY = {"email": "EMAIL_ADDRESS", "ipv4": "IP_ADDRESS"}
@@ -436,82 +354,8 @@ def _declared_as(tool: ToolPolicy, field: str, entity: str) -> bool:
     return constraint is not None and _FORMAT_ENTITY.get(constraint.format or "") == entity
 
 
-class _CannotTransform(Exception):
-    pass
-
-
 def _listing(decided: list[_Decided]) -> str:
     seen = dict.fromkeys(f"{d.finding.entity} in {d.finding.path}" for d in decided)
     items = list(seen)
     more = f" and {len(items) - 8} more" if len(items) > 8 else ""
     return ", ".join(items[:8]) + more
-
-
-_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[(\"(?:[^\"\\]|\\.)*\")\]|<(json|key)>")
-
-
-def _steps(path: str) -> list[tuple[str, Any]] | None:
-    """`$.a[0]["b c"]<json>.d` as steps: ("key", "a"), ("index", 0), ("key", "b c"), ..."""
-    if not path.startswith("$"):
-        return None
-    steps: list[tuple[str, Any]] = []
-    pos = 1
-    while pos < len(path):
-        m = _STEP.match(path, pos)
-        if m is None:
-            return None
-        name, index, quoted, marker = m.groups()
-        if name is not None:
-            steps.append(("key", name))
-        elif index is not None:
-            steps.append(("index", int(index)))
-        elif quoted is not None:
-            steps.append(("key", json.loads(quoted)))
-        else:
-            steps.append(("json" if marker == "json" else "keyname", None))
-        pos = m.end()
-    return steps
-
-
-def _update(node: Any, steps: list[tuple[str, Any]], rewrite: Any) -> Any:
-    """A copy of `node` with the leaf at `steps` rewritten (containers copied on the way)."""
-    if not steps:
-        return rewrite(node)
-    (kind, arg), rest = steps[0], steps[1:]
-    if kind == "json" and isinstance(node, str):
-        inner = _update(json.loads(node), rest, rewrite)
-        return json.dumps(inner, ensure_ascii=False)
-    if kind == "key" and isinstance(node, Mapping) and arg in node:
-        out = dict(node)
-        out[arg] = _update(node[arg], rest, rewrite)
-        return out
-    if kind == "index" and isinstance(node, list | tuple) and 0 <= arg < len(node):
-        items = list(node)
-        items[arg] = _update(node[arg], rest, rewrite)
-        return items
-    # a dict key ("<key>") or a path that no longer matches: refuse rather than send it
-    raise _CannotTransform("a finding in a key or an unexpected place cannot be rewritten")
-
-
-@lru_cache(maxsize=256)
-def _field_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern.startswith("[*]", i):
-            out.append(r"\[\d+\]")
-            i += 3
-        elif pattern[i] == "*":
-            out.append(r"[^.\[<]*")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out))
-
-
-def _field_matches(pattern: str, field: str) -> bool:
-    return _field_regex(pattern).fullmatch(field) is not None
