@@ -48,7 +48,7 @@ def test_demo_shows_every_promised_step(tmp_path: Path) -> None:
     assert "[provenance] arguments carry values from untrusted content: 'to'" in text
     assert "from read_latest_email#m1" in text
     # Act 4: DLP on an egress tool, no wiring: a key is refused by type and field, never shown;
-    # an address in the body pauses with a pseudonym and goes out re-filled once approved
+    # an address in the body pauses with a pseudonym, and the real call goes out once approved
     assert "[dlp] the payload carries data that must not leave: AWS_ACCESS_KEY_ID in $.body" in text
     assert 'dlp.blocked, findings [{"entity": "AWS_ACCESS_KEY_ID", "path": "$.body"' in text
     assert "The model reads (the type and field, not the key):" in text

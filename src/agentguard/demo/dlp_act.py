@@ -108,7 +108,7 @@ def dlp_act(say: Callable[..., None], workdir: Path, policy: Policy) -> bool:
     answer = {"type": "approve", "assertion": token}
     agent.invoke(Command(resume={pause.id: answer}), config, context=context, version="v2")
     sent = crm.OUTBOX[sent_before:]
-    say("    alice approves (signed) -> the guard puts the address back; the email as sent:")
+    say("    alice approves (signed) -> the real call runs, address and all; the email as sent:")
     for mail in sent:
         say(f"      {_fmt(mail)}")
     say()
