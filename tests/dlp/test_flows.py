@@ -364,6 +364,24 @@ def test_a_users_pseudonyms_are_erased_across_threads_and_the_erasure_is_audited
     assert event["user"] == "alice" and event["summary"] == {"values": 2, "scope": "user"}
 
 
+def test_retrieved_documents_are_screened_too() -> None:
+    """A retriever outside any conversation has no thread to issue pseudonyms in: what would
+    be pseudonymized is redacted instead, never passed through."""
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    from agentguard.integrations.langchain import GuardedRetriever
+
+    class Wiki(BaseRetriever):
+        def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+            return [Document(page_content=INBOX)]
+
+    guard = Guard(results_policy(), audit=audit())
+    (doc,) = GuardedRetriever(inner=Wiki(), guard=guard, source="wiki").invoke("key")
+    assert CUSTOMER not in doc.page_content and AWS_KEY not in doc.page_content
+    assert "[EMAIL_ADDRESS]" in doc.page_content and "[AWS_ACCESS_KEY_ID]" in doc.page_content
+
+
 def test_a_tool_can_opt_out_of_result_screening() -> None:
     p = results_policy()
     p["tools"]["read_inbox"]["dlp"] = {"scan_results": False}
