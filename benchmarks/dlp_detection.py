@@ -8,9 +8,12 @@ emails, code and chat pastes with known spans, plus hard negatives with none), w
 recognizers were tuned on; held-out round 1 `heldout.jsonl` (`generate.py --heldout`: another
 seed, a share of the same templates, and templates of contexts the tuning set never uses),
 which was looked at after round 1 and used for the round-2 fixes, so it is now a second tuning
-set; and held-out round 2 `heldout2.jsonl` (`generate.py --heldout2`: a third seed, shares of
-both, and templates neither uses), written before any scanner result on it and never tuned
-on. Held-out figures are also split by template origin.
+set; held-out round 2 `heldout2.jsonl` (`generate.py --heldout2`: a third seed, shares of
+both, and templates neither uses), scored once after round 2 and then used for the round-3
+fixes, so it is a third tuning set now; and held-out round 3 `heldout3.jsonl` (`generate.py
+--heldout3`: a fourth seed, shares of all earlier templates, and templates of contexts none of
+them uses), written and generated before any scanner result on it and never tuned on.
+Held-out figures are also split by template origin.
 
 Matching is span-level and lenient. A prediction is *correct* when it has the gold span's entity
 and overlaps it by at least 50 % of the gold span's length. Recall counts gold spans with at
@@ -62,9 +65,13 @@ SAMPLES = Path(__file__).parent / "dlp_eval" / "samples.jsonl"
 HELDOUT = Path(__file__).parent / "dlp_eval" / "heldout.jsonl"
 HELDOUT_NOTE = "held-out:"  # note prefix of the round-1 templates
 # Held-out round 2: a third seed, shares of the tuning and round-1 templates, and templates
-# neither uses; written before any scanner result on it, never tuned on.
+# neither uses; scored once after round 2, then used for the round-3 fixes.
 HELDOUT2 = Path(__file__).parent / "dlp_eval" / "heldout2.jsonl"
 HELDOUT2_NOTE = "held-out-2:"  # note prefix of the round-2 templates
+# Held-out round 3: a fourth seed, shares of all earlier templates, and templates of contexts
+# none of them uses; written and generated before any scanner result on it, never tuned on.
+HELDOUT3 = Path(__file__).parent / "dlp_eval" / "heldout3.jsonl"
+HELDOUT3_NOTE = "held-out-3:"  # note prefix of the round-3 templates
 SECRETS = SECRET_TYPES
 GOALS = ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "IBAN_CODE", *SECRETS)
 RECALL_GOAL, PRECISION_GOAL = 0.98, 0.95
@@ -536,8 +543,10 @@ def main(argv: list[str]) -> int:
     samples = load()
     heldout = load(HELDOUT)
     heldout2 = load(HELDOUT2)
+    heldout3 = load(HELDOUT3)
     labelled = sorted(
-        {sp["entity"] for s in [*samples, *heldout, *heldout2] for sp in s["spans"]}, key=_order
+        {sp["entity"] for s in [*samples, *heldout, *heldout2, *heldout3] for sp in s["spans"]},
+        key=_order,
     )
     labelled_set = set(labelled)
 
@@ -589,7 +598,13 @@ def main(argv: list[str]) -> int:
             "HELD-OUT ROUND 2",
             HELDOUT2,
             heldout2,
-            "written before any scanner result on it, never tuned on",
+            "scored once after round 2, then used for round-3 fixes: a third tuning set",
+        ),
+        (
+            "HELD-OUT ROUND 3",
+            HELDOUT3,
+            heldout3,
+            "written and generated before any scanner result on it, never tuned on",
         ),
     ):
         origins = _origins(data)
@@ -695,12 +710,14 @@ def main(argv: list[str]) -> int:
 
 
 def _origins(data: list[dict[str, Any]]) -> dict[str, list[int]]:
-    """Sample indices by the set whose templates made them (tuning, round 1, round 2)."""
+    """Sample indices by the set whose templates made them (tuning, round 1, 2, 3)."""
     out: dict[str, list[int]] = {}
     for i, s in enumerate(data):
         note = s["note"]
         label = (
-            "round-2 templates"
+            "round-3 templates"
+            if note.startswith(HELDOUT3_NOTE)
+            else "round-2 templates"
             if note.startswith(HELDOUT2_NOTE)
             else "round-1 templates"
             if note.startswith(HELDOUT_NOTE)

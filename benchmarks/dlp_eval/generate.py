@@ -17,7 +17,10 @@ Run: `python benchmarks/dlp_eval/generate.py` (`--out PATH` to write elsewhere, 
 templates and templates of contexts the tuning set never uses; looked at after round 1 and used
 for the round-2 fixes, so it is a second tuning set now); `--heldout2` writes held-out round 2,
 `heldout2.jsonl` (a third seed, shares of the tuning and round-1 templates, and templates
-neither uses; written before any scanner result on it, never tuned on).
+neither uses; scored once after round 2, then used for the round-3 fixes, so it is a third
+tuning set now); `--heldout3` writes held-out round 3, `heldout3.jsonl` (a fourth seed, shares
+of all earlier templates, and templates of contexts none of them uses; written and generated
+before any scanner result on it, never tuned on).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from faker import Faker
 from agentguard.dlp.entities import PII_TYPES, SECRET_TYPES
 
 SEED = 20240515
-FAKER_VERSION = "40.54.0"  # the Faker release the committed samples.jsonl was generated with
+FAKER_VERSION = "40.63.0"  # the Faker release the committed sets were generated with (pinned)
 OUT = Path(__file__).with_name("samples.jsonl")
 
 PII = PII_TYPES
@@ -2523,7 +2526,7 @@ def t_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
 # `env` lists, notebooks, Dockerfiles, Terraform providers, access logs with query keys,
 # markdown runbooks, .NET / PHP / Ruby settings, PII in other languages). Held-out round 1
 # was looked at after round 1 and used for the round-2 fixes, so it is a second tuning set
-# now; held-out round 2 (below) is the one nobody tunes on.
+# now; held-out round 2 (below) became the third after round 3; round 3 is not tuned on.
 
 HUMAN_NAMES = {
     "AWS_ACCESS_KEY_ID": "AWS access key ID",
@@ -2970,7 +2973,10 @@ N_HELDOUT_NEGATIVE = 80
 # The round-2 held-out set (`heldout2.jsonl`, `--heldout2`) is made with a third seed from a
 # share of the tuning templates and of the round-1 held-out templates, plus the templates below
 # (notes starting `held-out-2:`), which were written before any scanner result on them was
-# looked at and which nobody tunes on: GitHub Actions workflows, Ansible vars and inventories,
+# looked at. It was scored once after round 2 and then used for the round-3 fixes (held-out
+# round 2, scored once after round 2, then used for round-3 fixes), so it is a tuning set now.
+# Round 3 fixed its one label defect: the kubeconfig template wrote an IPv6 server address
+# without brackets. Its contexts: GitHub Actions workflows, Ansible vars and inventories,
 # Helm values, HAR captures, Go / Rust config structs, chat / ticket / email message bodies
 # quoting credentials, Windows registry exports and .ini files, systemd units, kubeconfigs, and
 # PII in invoices, shipping labels, vCards and payroll stubs.
@@ -3260,9 +3266,12 @@ def t_h2_systemd(g: Gen, i: int) -> list[Any]:
 def t_h2_kubeconfig(g: Gen, i: int) -> list[Any]:
     """A kubeconfig with a user token, a client key or an auth-provider secret."""
     k = i % 3
+    server: Any = g.ip() if g.chance(0.5) else f"k8s.{g.domain()}"
+    if isinstance(server, Ent) and ":" in server.text:  # an IPv6 host is bracketed in a URL
+        server = ["[", server, "]"]
     head: list[Any] = [
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://",
-        g.ip() if g.chance(0.5) else f"k8s.{g.domain()}",
+        server,
         ":6443\n  name: prod\ncontexts:\n- context:\n    cluster: prod\n    user: admin\n"
         "  name: prod\ncurrent-context: prod\nusers:\n- name: admin\n  user:\n",
     ]
@@ -3444,6 +3453,597 @@ HELDOUT2_SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
 N_HELDOUT2_NEGATIVE = 100
 
 
+# -- held-out round 3: templates no other set uses --------------------------------------------
+#
+# The round-3 held-out set (`heldout3.jsonl`, `--heldout3`) is made with a fourth seed from a
+# share of the tuning, round-1 and round-2 templates, plus the templates below (notes starting
+# `held-out-3:`), written and generated before any scanner result on them was looked at:
+# Jenkinsfiles, GitLab CI / CircleCI YAML, Spring `application.yml`, Django `settings.py`,
+# Laravel `.env` and `config/*.php`, Prometheus / Alertmanager configs, Slack / Teams chat
+# exports, support tickets, bash history, PowerShell, crontabs, PEM keys and GCP keys in those
+# contexts, and PII in HR records, medical intake forms and travel bookings.
+
+H3_NOTE = "held-out-3:"
+
+
+def h3_value(g: Gen, focus: str) -> list[Part]:
+    """A labelled value for `focus` that needs no escaping in shell, Groovy or PHP quotes."""
+    if focus == "GENERIC_SECRET":
+        return [plain_generic(g)]
+    return ho_value(g, focus)
+
+
+def t_h3_jenkins(g: Gen, i: int) -> list[Any]:
+    """A declarative Jenkinsfile with a credential in `environment`, `withEnv` or a step."""
+    focus = ho_focus(i)
+    name, value = h2_item(g, focus)
+    k = i % 3
+    stage = g.pick(("Build", "Deploy", "Publish", "Release"))
+    if k == 0:
+        return [
+            "pipeline {\n    agent any\n    environment {\n"
+            f"        APP_ENV = '{g.pick(('prod', 'staging'))}'\n        {name} = '",
+            value,
+            f"'\n    }}\n    stages {{\n        stage('{stage}') {{\n"
+            "            steps {\n                sh './gradlew build'\n            }\n"
+            "        }\n    }\n}\n",
+        ]
+    if k == 1:
+        return [
+            f"node {{\n    stage('{stage}') {{\n        withEnv(['{name}=",
+            value,
+            "']) {\n            sh 'make deploy'\n        }\n    }\n}\n",
+        ]
+    if focus == "GENERIC_SECRET":
+        return [
+            f"stage('{stage}') {{\n    steps {{\n        sh \"docker login registry.",
+            g.domain(),
+            f" --username {g.user()} --password ",
+            plain_generic(g),
+            '"\n    }\n}\n',
+        ]
+    return [
+        f"stage('{stage}') {{\n    steps {{\n        script {{\n"
+        f"            def {recase(name, 'camel')} = '",
+        value,
+        '\'\n            sh "./release.sh"\n        }\n    }\n}\n',
+    ]
+
+
+def t_h3_ci(g: Gen, i: int) -> list[Any]:
+    """GitLab CI and CircleCI YAML with a credential in `variables:` / `environment:`."""
+    focus = ho_focus(i)
+    name, value = h2_item(g, focus)
+    q = g.pick(("", '"', "'"))
+    if i % 2 == 0:
+        return [
+            "stages:\n  - test\n  - deploy\n\nvariables:\n  DOCKER_DRIVER: overlay2\n"
+            f"  {name}: {q}",
+            value,
+            f"{q}\n\ndeploy:\n  stage: deploy\n  image: alpine:3.20\n  script:\n"
+            "    - ./deploy.sh\n  only:\n    - main\n",
+        ]
+    return [
+        "version: 2.1\njobs:\n  build:\n    docker:\n      - image: cimg/node:20.11\n"
+        f"    environment:\n      NODE_ENV: test\n      {name}: {q}",
+        value,
+        f"{q}\n    steps:\n      - checkout\n      - run: npm ci && npm test\n",
+    ]
+
+
+def t_h3_spring(g: Gen, i: int) -> list[Any]:
+    """A Spring Boot `application.yml` with nested credentials."""
+    focus = ho_focus(i)
+    head = f"server:\n  port: {g.pick(('8080', '8443', '9000'))}\nspring:\n  application:\n"
+    head += f"    name: {g.pick(('orders', 'billing', 'crm'))}-service\n"
+    k = i % 3
+    if focus == "GENERIC_SECRET" and k == 0:
+        return [
+            head,
+            "  datasource:\n    url: jdbc:postgresql://",
+            g.host(),
+            ":5432/app\n    username: app\n    password: ",
+            plain_generic(g),
+            "\n    driver-class-name: org.postgresql.Driver\n",
+        ]
+    if focus == "GENERIC_SECRET" and k == 1:
+        return [
+            head,
+            f"  mail:\n    host: smtp.{g.domain()}\n    port: 587\n    username: ",
+            g.email(),
+            "\n    password: ",
+            plain_generic(g),
+            "\njwt:\n  expiration: 3600\n",
+        ]
+    name, value = h2_item(g, focus, "camel")
+    return [
+        head,
+        f"app:\n  integrations:\n    {g.pick(('billing', 'notify', 'storage'))}:\n"
+        f"      enabled: true\n      {name}: ",
+        value,
+        "\n",
+    ]
+
+
+def t_h3_django(g: Gen, i: int) -> list[Any]:
+    """A Django `settings.py` with literal credentials."""
+    focus = ho_focus(i)
+    head = "from pathlib import Path\n\nBASE_DIR = Path(__file__).resolve().parent.parent\n"
+    head += "DEBUG = False\nALLOWED_HOSTS = ['" + g.domain() + "']\n"
+    if focus == "GENERIC_SECRET":
+        k = i % 3
+        if k == 0:
+            return [head, "SECRET_KEY = '", plain_generic(g), "'\n"]
+        if k == 1:
+            return [
+                head,
+                "DATABASES = {\n    'default': {\n"
+                "        'ENGINE': 'django.db.backends.postgresql',\n"
+                "        'NAME': 'app',\n        'USER': 'app',\n        'PASSWORD': '",
+                plain_generic(g),
+                "',\n        'HOST': '",
+                g.host(),
+                "',\n        'PORT': '5432',\n    }\n}\n",
+            ]
+        return [
+            head,
+            f"EMAIL_HOST = 'smtp.{g.domain()}'\nEMAIL_HOST_USER = '",
+            g.email(),
+            "'\nEMAIL_HOST_PASSWORD = '",
+            plain_generic(g),
+            "'\n",
+        ]
+    name, value = h2_item(g, focus)
+    return [head, f"{name} = '", value, "'\n"]
+
+
+def t_h3_laravel(g: Gen, i: int) -> list[Any]:
+    """A Laravel `.env` or a `config/services.php` array with a credential."""
+    focus = ho_focus(i)
+    k = i % 3
+    if k == 0:
+        key = "base64:" + base64.b64encode(g.rng.randbytes(32)).decode()
+        return [
+            "APP_NAME=Laravel\nAPP_ENV=production\nAPP_KEY=",
+            secret(key, "GENERIC_SECRET"),
+            f"\nAPP_DEBUG=false\nAPP_URL=https://{g.domain()}\n\nDB_CONNECTION=mysql\nDB_HOST=",
+            g.host(),
+            "\nDB_PORT=3306\nDB_DATABASE=app\nDB_USERNAME=app\nDB_PASSWORD=",
+            plain_generic(g),
+            "\n",
+        ]
+    if k == 1:
+        name, value = h2_item(g, focus)
+        return [
+            f"APP_NAME=Laravel\nAPP_ENV=production\nLOG_CHANNEL=stack\n"
+            f"MAIL_MAILER=smtp\nMAIL_HOST=smtp.{g.domain()}\n{name}=",
+            value,
+            "\nQUEUE_CONNECTION=redis\n",
+        ]
+    if focus == "GENERIC_SECRET":
+        return [
+            "<?php\n\nreturn [\n    'mailgun' => [\n        'domain' => '",
+            "mg." + g.domain(),
+            "',\n        'secret' => '",
+            plain_generic(g),
+            "',\n        'endpoint' => 'api.eu.mailgun.net',\n    ],\n];\n",
+        ]
+    name, value = h2_item(g, focus, "snake")
+    return [
+        "<?php\n\nreturn [\n    'integrations' => [\n        '",
+        name,
+        "' => '",
+        value,
+        "',\n        'timeout' => 30,\n    ],\n];\n",
+    ]
+
+
+def t_h3_prometheus(g: Gen, i: int) -> list[Any]:
+    """Prometheus scrape configs and Alertmanager receivers with credentials."""
+    k = i % 5
+    target = f"{g.pick(('node', 'api', 'db'))}-{g.randint(1, 9)}.{g.domain()}:9100"
+    if k == 0:
+        return [
+            "scrape_configs:\n  - job_name: node\n    scheme: https\n    basic_auth:\n"
+            "      username: prometheus\n      password: ",
+            plain_generic(g),
+            f"\n    static_configs:\n      - targets: ['{target}']\n",
+        ]
+    if k == 1:
+        token = g.pick(("JWT", "GITLAB_TOKEN", "GITHUB_TOKEN"))
+        return [
+            "scrape_configs:\n  - job_name: api\n    authorization:\n      type: Bearer\n"
+            "      credentials: ",
+            secret(g.jwt() if token == "JWT" else g.value_of(token)[0].text, token),
+            f"\n    static_configs:\n      - targets: ['{target}']\n",
+        ]
+    if k == 2:
+        return [
+            "global:\n  resolve_timeout: 5m\n  slack_api_url: '",
+            secret(g.slack_webhook(), "SLACK_WEBHOOK"),
+            "'\nroute:\n  receiver: slack-ops\nreceivers:\n  - name: slack-ops\n"
+            "    slack_configs:\n      - channel: '#ops-alerts'\n",
+        ]
+    if k == 3:
+        return [
+            f"global:\n  smtp_smarthost: 'smtp.{g.domain()}:587'\n  smtp_from: '",
+            g.email(),
+            "'\n  smtp_auth_username: alertmanager\n  smtp_auth_password: '",
+            plain_generic(g),
+            "'\n",
+        ]
+    return [
+        "receivers:\n  - name: pagerduty\n    pagerduty_configs:\n      - routing_key: ",
+        secret(g.chars(HEX, 32), "GENERIC_SECRET"),
+        "\n        severity: critical\n",
+    ]
+
+
+def t_h3_chat_export(g: Gen, i: int) -> list[Any]:
+    """A Slack or Teams export (JSON) with a credential or PII in a message."""
+    focus = ho_focus(i)
+    who = g.first_name()
+    if i % 4 == 3:
+        pii = g.pick(
+            (
+                lambda: Str(("customer's card is ", g.card(), ", email ", g.email())),
+                lambda: Str(("her SSN is ", g.ssn(), " and IBAN ", g.iban())),
+                lambda: Str(("send the contract to ", g.email(), " please")),
+            )
+        )()
+        text: Any = pii
+    elif focus == "AWS_SECRET_ACCESS_KEY":
+        text = Str(
+            (
+                "aws key ",
+                secret(g.aws_key_id(), "AWS_ACCESS_KEY_ID"),
+                " secret ",
+                secret(g.aws_secret(), "AWS_SECRET_ACCESS_KEY"),
+            )
+        )
+    else:
+        label = HUMAN_NAMES[focus]
+        text = Str((f"here is the {label}: ", *h3_value(g, focus), " (rotate after the demo)"))
+    if i % 2 == 0:
+        obj: Any = [
+            {
+                "type": "message",
+                "user": "U" + g.chars(UPPER_ALNUM, 10),
+                "text": f"<@U{g.chars(UPPER_ALNUM, 10)}> can you check staging?",
+                "ts": f"{g.randint(1700000000, 1760000000)}.{g.randint(100000, 999999)}",
+            },
+            {
+                "type": "message",
+                "user": "U" + g.chars(UPPER_ALNUM, 10),
+                "text": text,
+                "ts": f"{g.randint(1700000000, 1760000000)}.{g.randint(100000, 999999)}",
+            },
+        ]
+    else:
+        obj = {
+            "id": str(g.randint(10**12, 10**13 - 1)),
+            "messageType": "message",
+            "createdDateTime": g.timestamp(),
+            "from": {"user": {"id": g.uuid(), "displayName": who}},
+            "body": {"contentType": "text", "content": text},
+        }
+    return jparts(obj, indent=g.pick((2, None)))
+
+
+def t_h3_ticket(g: Gen, i: int) -> list[Any]:
+    """A support ticket: a customer pasting config or PII into the description."""
+    focus = ho_focus(i)
+    n = g.randint(10000, 99999)
+    name = g.name()
+    head: list[Any] = [f"Ticket #{n}\nRequester: {name} <", g.email(), ">\n"]
+    if i % 3 == 2:
+        return [
+            head,
+            "Subject: double charge\n\nHi, my card ",
+            g.card(),
+            f" was charged twice on {g.date()}. Call me back on ",
+            g.phone(),
+            ".\n",
+        ]
+    name_, value = h2_item(g, focus)
+    return [
+        head,
+        "Subject: cannot connect after upgrade\n\nHere is my .env, maybe something is wrong:\n\n"
+        f"LOG_LEVEL=debug\n{name_}=",
+        value,
+        "\n\nThanks!\n",
+    ]
+
+
+def t_h3_bash_history(g: Gen, i: int) -> list[Any]:
+    """`~/.bash_history`: credentials typed on the command line between ordinary commands."""
+    focus = ho_focus(i)
+    before = g.pick(("cd ~/src/app\ngit pull\n", "ls -la\nvim .env\n", "docker ps\n"))
+    after = g.pick(("git status\n", "history | tail\n", "exit\n"))
+    k = i % 4
+    if focus == "GENERIC_SECRET" and k == 0:
+        return [
+            before,
+            f"mysql -h {g.host()} -u {g.user()} --password=",
+            plain_generic(g),
+            " app\n",
+            after,
+        ]
+    if focus == "GENERIC_SECRET" and k == 1:
+        return [before, "PGPASSWORD='", plain_generic(g), f"' psql -h {g.host()} -U app\n", after]
+    if focus == "AWS_SECRET_ACCESS_KEY" and k == 2:
+        return [
+            before,
+            "aws configure set aws_access_key_id ",
+            secret(g.aws_key_id(), "AWS_ACCESS_KEY_ID"),
+            "\naws configure set aws_secret_access_key ",
+            secret(g.aws_secret(), "AWS_SECRET_ACCESS_KEY"),
+            "\n",
+            after,
+        ]
+    name, value = h2_item(g, focus)
+    q = g.pick(("", "'", '"'))
+    return [before, f"export {name}={q}", value, f"{q}\n", after]
+
+
+def t_h3_powershell(g: Gen, i: int) -> list[Any]:
+    """PowerShell: `$env:` assignments, `SetEnvironmentVariable`, `ConvertTo-SecureString`."""
+    focus = ho_focus(i)
+    name, value = h2_item(g, focus)
+    k = i % 4
+    if k == 0:
+        return [f"$ErrorActionPreference = 'Stop'\n$env:{name} = '", value, "'\n.\\deploy.ps1\n"]
+    if k == 1:
+        return [
+            f"[Environment]::SetEnvironmentVariable('{name}', '",
+            value,
+            "', 'Machine')\nRestart-Service AcmeAgent\n",
+        ]
+    if focus == "GENERIC_SECRET" or k == 2:
+        return [
+            f"$user = '{g.user()}'\n$pass = ConvertTo-SecureString '",
+            plain_generic(g),
+            "' -AsPlainText -Force\n$cred = New-Object System.Management.Automation.PSCredential"
+            f"($user, $pass)\nEnter-PSSession -ComputerName {g.host()} -Credential $cred\n",
+        ]
+    return [
+        f'${recase(name, "camel")} = "',
+        value,
+        f'"\nInvoke-RestMethod -Uri https://api.{g.domain()}/v1/sync -Method Post\n',
+    ]
+
+
+def t_h3_crontab(g: Gen, i: int) -> list[Any]:
+    """A crontab with a credential inline in an environment line or a job."""
+    focus = ho_focus(i)
+    head: list[Any] = [
+        "# m h  dom mon dow   command\nSHELL=/bin/bash\nMAILTO=",
+        g.email(),
+        "\n",
+    ]
+    k = i % 3
+    if focus == "GENERIC_SECRET" and k == 0:
+        return [
+            head,
+            "0 3 * * * PGPASSWORD=",
+            plain_generic(g),
+            f" pg_dump -h {g.host()} -U app app | gzip > /backup/app.sql.gz\n",
+        ]
+    if focus == "GENERIC_SECRET" and k == 1:
+        return [
+            head,
+            '*/5 * * * * curl -fsS -H "X-Api-Key: ',
+            plain_generic(g),
+            f'" https://hc.{g.domain()}/ping/{g.uuid()}\n',
+        ]
+    name, value = h2_item(g, focus)
+    return [
+        head,
+        f"{name}=",
+        value,
+        "\n30 2 * * 1 /opt/acme/bin/sync --full >> /var/log/sync.log\n",
+    ]
+
+
+def t_h3_keys(g: Gen, i: int) -> list[Any]:
+    """PEM private keys and GCP service-account files in the round-3 contexts."""
+    k = i % 5
+    if k == 0:
+        pem = g.pem().replace("\n", "\n    ")
+        return [
+            "jwt:\n  issuer: https://auth." + g.domain() + "\n  private-key: |\n    ",
+            Ent(pem, "PRIVATE_KEY", also=("GENERIC_SECRET",)),
+            "\n",
+        ]
+    if k == 1:
+        return [
+            "cat > ~/.ssh/deploy_key <<'EOF'\n",
+            Ent(g.pem(), "PRIVATE_KEY", also=("GENERIC_SECRET",)),
+            "\nEOF\nchmod 600 ~/.ssh/deploy_key\n",
+        ]
+    if k == 2:
+        return [
+            "$json = @'\n",
+            g.sa_json(indent=2),
+            "\n'@\nSet-Content -Path $env:TEMP\\sa.json -Value $json\n",
+        ]
+    if k == 3:
+        return [
+            "from google.oauth2 import service_account\n\nGS_BUCKET_NAME = 'acme-media'\n"
+            "GS_CREDENTIALS = service_account.Credentials.from_service_account_info(\n",
+            g.sa_json(indent=4),
+            "\n)\n",
+        ]
+    return [
+        "deploy:\n  stage: deploy\n  before_script:\n    - echo '",
+        g.sa_json(indent=None),
+        "' > /tmp/sa.json\n    - gcloud auth activate-service-account --key-file /tmp/sa.json\n",
+    ]
+
+
+def t_h3_records(g: Gen, i: int) -> list[Any]:
+    """PII in HR records, medical intake forms and travel bookings."""
+    name = g.name()
+    k = i % 3
+    if k == 0:
+        return [
+            f"EMPLOYEE RECORD\nName: {name}\nEmployee ID: E{g.randint(10000, 99999)}\n"
+            f"Department: {g.pick(('Finance', 'Engineering', 'Sales'))}\nStart date: {g.date()}\n"
+            "SSN: ",
+            g.ssn(),
+            "\nSalary account (IBAN): ",
+            g.iban(),
+            "\nPersonal e-mail: ",
+            g.email(),
+            "\nMobile: ",
+            g.phone(),
+            "\n",
+        ]
+    if k == 1:
+        return [
+            f"PATIENT INTAKE FORM\nPatient name: {name}\nDate of birth: {g.date()}\n"
+            "Social Security No.: ",
+            g.ssn(),
+            f"\nInsurance member ID: {g.chars(UPPER_ALNUM, 3)}{g.randint(10**8, 10**9 - 1)}\n"
+            "Email: ",
+            g.email(),
+            "\nPhone: ",
+            g.phone(),
+            f"\nAllergies: {g.pick(('none known', 'penicillin', 'latex'))}\nCard for co-payment: ",
+            g.card(),
+            "\n",
+        ]
+    return [
+        f"BOOKING CONFIRMATION\nBooking reference: {g.chars(string.ascii_uppercase, 6)}\n"
+        f"Passenger: {name.upper()}\nFlight: {g.chars(string.ascii_uppercase, 2)}"
+        f"{g.randint(100, 9999)} on {g.date()}\nContact e-mail: ",
+        g.email(),
+        "\nContact phone: ",
+        g.phone(),
+        "\nPaid with card ",
+        g.card(),
+        "\n",
+    ]
+
+
+def t_h3_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
+    """Hard negatives in the round-3 contexts."""
+    k = i % 12
+    var = g.var(g.pick(("GENERIC_SECRET", "GITHUB_TOKEN", "STRIPE_KEY", "SLACK_TOKEN")))
+    if k == 0:
+        return "held-out-3: jenkinsfile with credential bindings", [
+            "pipeline {\n    agent any\n    environment {\n"
+            f"        {var} = credentials('{var.lower().replace('_', '-')}')\n    }}\n"
+            "    stages {\n        stage('Deploy') {\n            steps {\n"
+            "                withCredentials([string(credentialsId: 'api-token', "
+            "variable: 'API_TOKEN')]) {\n                    sh './deploy.sh'\n"
+            "                }\n            }\n        }\n    }\n}\n"
+        ]
+    if k == 1:
+        return "held-out-3: ci yaml with variable references", [
+            f"variables:\n  {var}: ${var}\n  DEPLOY_TOKEN: $CI_JOB_TOKEN\n"
+            'deploy:\n  script:\n    - echo "$REGISTRY_PASSWORD" | docker login -u ci '
+            "--password-stdin registry.example.com\n"
+        ]
+    if k == 2:
+        return "held-out-3: spring yml with placeholders", [
+            "spring:\n  datasource:\n    url: jdbc:postgresql://localhost:5432/app\n"
+            "    username: ${DB_USER}\n    password: ${SPRING_DATASOURCE_PASSWORD:}\n"
+            f"jwt:\n  secret: ${{JWT_SECRET}}\n  expiration: {g.randint(600, 86400)}\n"
+            "  token-header: Authorization\n"
+        ]
+    if k == 3:
+        return "held-out-3: django settings reading the environment", [
+            "SECRET_KEY = os.environ['DJANGO_SECRET_KEY']\n"
+            "AUTH_PASSWORD_VALIDATORS = [\n    {'NAME': 'django.contrib.auth.password_validation."
+            "MinimumLengthValidator'},\n]\n"
+            "PASSWORD_HASHERS = ['django.contrib.auth.hashers.Argon2PasswordHasher']\n"
+            f"SESSION_COOKIE_AGE = {g.randint(3600, 1209600)}\n"
+        ]
+    if k == 4:
+        return "held-out-3: laravel config reading env", [
+            "<?php\n\nreturn [\n    'key' => env('APP_KEY'),\n    'cipher' => 'AES-256-CBC',\n"
+            "    'mysql' => [\n        'password' => env('DB_PASSWORD', ''),\n"
+            f"        'database' => env('DB_DATABASE', '{g.pick(('forge', 'app', 'crm'))}'),\n"
+            "    ],\n];\n"
+        ]
+    if k == 5:
+        return "held-out-3: prometheus config with credential files", [
+            "scrape_configs:\n  - job_name: node\n    basic_auth:\n      username: prometheus\n"
+            "      password_file: /etc/prometheus/secrets/node-password\n"
+            "    authorization:\n      credentials_file: /etc/prometheus/secrets/token\n"
+            f"    static_configs:\n      - targets: ['node-{g.randint(1, 9)}:9100']\n"
+        ]
+    if k == 6:
+        return "held-out-3: chat export about a credential without it", [
+            json.dumps(
+                [
+                    {
+                        "type": "message",
+                        "user": "U" + g.chars(UPPER_ALNUM, 10),
+                        "text": "the new API token is in the team vault under "
+                        f"'{g.pick(('ci/deploy', 'prod/api', 'stripe'))}', the old one is revoked",
+                        "ts": f"{g.randint(1700000000, 1760000000)}.000200",
+                    }
+                ]
+            )
+        ]
+    if k == 7:
+        return "held-out-3: bash history without credentials", [
+            "read -rs DB_PASSWORD\nexport DB_PASSWORD\n"
+            "export VAULT_TOKEN=$(vault login -token-only -method=oidc)\n"
+            'kubectl create secret generic db --from-literal=password="$DB_PASSWORD"\n'
+            f"git log --oneline -n {g.randint(3, 20)}\n"
+        ]
+    if k == 8:
+        return "held-out-3: powershell reading secrets", [
+            "$cred = Get-Credential\n"
+            "$token = Get-Secret -Name GitHubToken -AsPlainText\n"
+            "$pass = Read-Host -AsSecureString 'Password'\n"
+            "[Environment]::GetEnvironmentVariable('API_KEY', 'Machine')\n"
+        ]
+    if k == 9:
+        return "held-out-3: crontab without credentials", [
+            f'MAILTO=""\n0 {g.randint(0, 23)} * * * /usr/local/bin/backup '
+            "--password-file /etc/backup/pass --token-file /run/secrets/token\n"
+        ]
+    if k == 10:
+        return "held-out-3: hr record with masked identifiers", [
+            f"Employee ID: E{g.randint(10000, 99999)}\nSSN: ***-**-{g.randint(1000, 9999)}\n"
+            f"Bank account: ending {g.randint(1000, 9999)}\nMRN: {g.randint(10**7, 10**8)}\n"
+            f"Ticket number: 176-{g.randint(10**9, 10**10 - 1)}\n"
+        ]
+    return "held-out-3: alertmanager with secret files", [
+        "global:\n  slack_api_url_file: /etc/alertmanager/slack_url\n"
+        "  smtp_auth_password_file: /etc/alertmanager/smtp_password\n"
+        "receivers:\n  - name: pd\n    pagerduty_configs:\n"
+        "      - routing_key_file: /etc/alertmanager/pd_key\n"
+    ]
+
+
+HELDOUT3_SEED = 27182818
+HELDOUT3_OUT = Path(__file__).with_name("heldout3.jsonl")
+HELDOUT3_SHARE = 0.2  # of each tuning template's count
+HELDOUT3_ROUND1_SHARE = 0.2  # of each round-1 template's count
+HELDOUT3_ROUND2_SHARE = 0.25  # of each round-2 template's count
+HELDOUT3_SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
+    ("code", "held-out-3: jenkinsfile", t_h3_jenkins, 56),
+    ("config", "held-out-3: gitlab ci / circleci yaml", t_h3_ci, 56),
+    ("config", "held-out-3: spring application.yml", t_h3_spring, 56),
+    ("code", "held-out-3: django settings.py", t_h3_django, 56),
+    ("config", "held-out-3: laravel .env / config php", t_h3_laravel, 45),
+    ("config", "held-out-3: prometheus / alertmanager", t_h3_prometheus, 40),
+    ("json", "held-out-3: slack / teams export", t_h3_chat_export, 56),
+    ("chat", "held-out-3: support ticket", t_h3_ticket, 56),
+    ("shell", "held-out-3: bash history", t_h3_bash_history, 56),
+    ("shell", "held-out-3: powershell", t_h3_powershell, 56),
+    ("config", "held-out-3: crontab", t_h3_crontab, 45),
+    ("config", "held-out-3: keys in ci / settings / scripts", t_h3_keys, 40),
+    ("sentence", "held-out-3: hr / medical / travel records", t_h3_records, 75),
+)
+N_HELDOUT3_NEGATIVE = 120
+
+
 # -- the schedule ------------------------------------------------------------------------------
 
 Template = Callable[[Gen, int], list[Any]]
@@ -3467,19 +4067,22 @@ N_NEGATIVE = 360
 
 
 def generate(
-    seed: int = SEED, *, heldout: bool = False, heldout2: bool = False
+    seed: int = SEED, *, heldout: bool = False, heldout2: bool = False, heldout3: bool = False
 ) -> list[dict[str, Any]]:
     """The tuning set; or (`heldout`) held-out round 1: a share of the tuning templates plus
     the round-1 templates, with their own negatives; or (`heldout2`) held-out round 2: smaller
-    shares of both plus the round-2 templates and negatives. A held-out set never repeats a
-    text of an earlier set."""
+    shares of both plus the round-2 templates and negatives; or (`heldout3`) held-out round 3:
+    shares of all three plus the round-3 templates and negatives. A held-out set never repeats
+    a text of an earlier set."""
     g = Gen(seed)
     samples: list[dict[str, Any]] = []
     seen: set[str] = set()
-    if heldout or heldout2:
+    if heldout or heldout2 or heldout3:
         seen |= {s["text"] for s in generate()}
-    if heldout2:
+    if heldout2 or heldout3:
         seen |= {s["text"] for s in generate(HELDOUT_SEED, heldout=True)}
+    if heldout3:
+        seen |= {s["text"] for s in generate(HELDOUT2_SEED, heldout2=True)}
     counters: Counter[str] = Counter()
 
     def add(kind: str, note: str, parts: list[Any]) -> None:
@@ -3507,7 +4110,20 @@ def generate(
     negatives: list[tuple[Callable[[Gen, int], tuple[str, list[Any]]], int]] = [
         (t_negative, N_NEGATIVE)
     ]
-    if heldout2:
+    if heldout3:
+        schedule = (
+            share(SCHEDULE, HELDOUT3_SHARE)
+            + share(HELDOUT_SCHEDULE, HELDOUT3_ROUND1_SHARE)
+            + share(HELDOUT2_SCHEDULE, HELDOUT3_ROUND2_SHARE)
+            + HELDOUT3_SCHEDULE
+        )
+        negatives = [
+            (t_negative, round(N_NEGATIVE * HELDOUT3_SHARE)),
+            (t_ho_negative, round(N_HELDOUT_NEGATIVE * HELDOUT3_ROUND1_SHARE)),
+            (t_h2_negative, round(N_HELDOUT2_NEGATIVE * HELDOUT3_ROUND2_SHARE)),
+            (t_h3_negative, N_HELDOUT3_NEGATIVE),
+        ]
+    elif heldout2:
         schedule = (
             share(SCHEDULE, HELDOUT2_SHARE)
             + share(HELDOUT_SCHEDULE, HELDOUT2_ROUND1_SHARE)
@@ -3554,15 +4170,30 @@ def main(argv: list[str]) -> int:
         "--heldout2",
         action="store_true",
         help=f"held-out round 2 (seed {HELDOUT2_SEED}, round-2 templates, {HELDOUT2_OUT.name}; "
+        "scored once after round 2, then used for round-3 fixes)",
+    )
+    which.add_argument(
+        "--heldout3",
+        action="store_true",
+        help=f"held-out round 3 (seed {HELDOUT3_SEED}, round-3 templates, {HELDOUT3_OUT.name}; "
         "never tuned on)",
     )
     parser.add_argument("--out", type=Path, default=None, help=f"output file (default {OUT})")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    out, seed = (
+        (HELDOUT3_OUT, HELDOUT3_SEED)
+        if args.heldout3
+        else (HELDOUT2_OUT, HELDOUT2_SEED)
+        if args.heldout2
+        else (HELDOUT_OUT, HELDOUT_SEED)
+        if args.heldout
+        else (OUT, SEED)
+    )
     if args.out is None:
-        args.out = HELDOUT2_OUT if args.heldout2 else HELDOUT_OUT if args.heldout else OUT
+        args.out = out
     if args.seed is None:
-        args.seed = HELDOUT2_SEED if args.heldout2 else HELDOUT_SEED if args.heldout else SEED
+        args.seed = seed
     import faker
 
     if faker.VERSION != FAKER_VERSION:
@@ -3570,7 +4201,9 @@ def main(argv: list[str]) -> int:
             f"note: Faker {faker.VERSION} (the committed file was made with {FAKER_VERSION})",
             file=sys.stderr,
         )
-    samples = generate(args.seed, heldout=args.heldout, heldout2=args.heldout2)
+    samples = generate(
+        args.seed, heldout=args.heldout, heldout2=args.heldout2, heldout3=args.heldout3
+    )
     write(samples, args.out)
     per_entity = Counter(sp["entity"] for s in samples for sp in s["spans"])
     size = args.out.stat().st_size

@@ -1,6 +1,7 @@
 """The DLP evaluation sets are well formed and reproducible: `benchmarks/dlp_eval/samples.jsonl`
 (the tuning set), `heldout.jsonl` (held-out round 1, looked at after round 1 and used for the
-round-2 fixes) and `heldout2.jsonl` (held-out round 2, never tuned on).
+round-2 fixes), `heldout2.jsonl` (held-out round 2, scored once after round 2, then used for the
+round-3 fixes) and `heldout3.jsonl` (held-out round 3, never tuned on).
 
 These tests check the labels, not any scanner: the generator is deterministic, every span lies
 inside its text and names an allowed entity, every labelled card, IBAN, SSN and secret is valid
@@ -36,7 +37,8 @@ GENERATOR = EVAL_DIR / "generate.py"
 SAMPLES = EVAL_DIR / "samples.jsonl"
 HELDOUT = EVAL_DIR / "heldout.jsonl"
 HELDOUT2 = EVAL_DIR / "heldout2.jsonl"
-SETS = {"tuning": SAMPLES, "heldout": HELDOUT, "heldout2": HELDOUT2}
+HELDOUT3 = EVAL_DIR / "heldout3.jsonl"
+SETS = {"tuning": SAMPLES, "heldout": HELDOUT, "heldout2": HELDOUT2, "heldout3": HELDOUT3}
 
 PII = PII_TYPES
 SECRETS = SECRET_TYPES
@@ -274,15 +276,19 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
 
     import faker
 
-    if faker.VERSION == gen.FAKER_VERSION:
-        assert first.read_bytes() == SAMPLES.read_bytes(), (
-            "samples.jsonl is stale: run python benchmarks/dlp_eval/generate.py"
-        )
+    assert faker.VERSION == gen.FAKER_VERSION, "the dev extras pin the Faker that made the sets"
+    assert first.read_bytes() == SAMPLES.read_bytes(), (
+        "samples.jsonl is stale: run python benchmarks/dlp_eval/generate.py"
+    )
 
 
 @pytest.mark.parametrize(
     ("flag", "path", "note", "minimum"),
-    [("--heldout", HELDOUT, "held-out:", 500), ("--heldout2", HELDOUT2, "held-out-2:", 500)],
+    [
+        ("--heldout", HELDOUT, "held-out:", 500),
+        ("--heldout2", HELDOUT2, "held-out-2:", 500),
+        ("--heldout3", HELDOUT3, "held-out-3:", 600),
+    ],
 )
 def test_heldout_is_deterministic_and_differs(
     tmp_path: Path, flag: str, path: Path, note: str, minimum: int
@@ -301,19 +307,21 @@ def test_heldout_is_deterministic_and_differs(
     again = tmp_path / "h2.jsonl"
     if flag == "--heldout":
         gen.write(gen.generate(gen.HELDOUT_SEED, heldout=True), again)
-    else:
+    elif flag == "--heldout2":
         gen.write(gen.generate(gen.HELDOUT2_SEED, heldout2=True), again)
+    else:
+        gen.write(gen.generate(gen.HELDOUT3_SEED, heldout3=True), again)
     assert out.read_bytes() == again.read_bytes()
-    assert len({gen.SEED, gen.HELDOUT_SEED, gen.HELDOUT2_SEED}) == 3
+    assert len({gen.SEED, gen.HELDOUT_SEED, gen.HELDOUT2_SEED, gen.HELDOUT3_SEED}) == 4
     made = load(out)
     assert sum(s["note"].startswith(note) for s in made) >= minimum
 
     import faker
 
-    if faker.VERSION == gen.FAKER_VERSION:
-        assert out.read_bytes() == path.read_bytes(), (
-            f"{path.name} is stale: run python benchmarks/dlp_eval/generate.py {flag}"
-        )
+    assert faker.VERSION == gen.FAKER_VERSION, "the dev extras pin the Faker that made the sets"
+    assert out.read_bytes() == path.read_bytes(), (
+        f"{path.name} is stale: run python benchmarks/dlp_eval/generate.py {flag}"
+    )
 
 
 def test_sets_share_no_text() -> None:
@@ -325,8 +333,15 @@ def test_sets_share_no_text() -> None:
             assert not texts[a] & texts[b], (a, b)
     notes = {name: {s["note"] for s in load(path)} for name, path in SETS.items()}
     assert not any(n.startswith("held-out") for n in notes["tuning"])
-    assert not any(n.startswith("held-out-2:") for n in notes["heldout"])
+    assert not any(n.startswith(("held-out-2:", "held-out-3:")) for n in notes["heldout"])
+    assert not any(n.startswith("held-out-3:") for n in notes["heldout2"])
     assert any(n.startswith("held-out:") for n in notes["heldout2"])  # a share of round 1
+    # round 3 holds shares of all earlier templates and at least eight contexts of its own
+    for prefix in ("held-out:", "held-out-2:"):
+        assert any(n.startswith(prefix) for n in notes["heldout3"]), prefix
+    own = {n for n in notes["heldout3"] if n.startswith("held-out-3:")}
+    assert len(own) >= 8
+    assert any(not n.startswith("held-out") for n in notes["heldout3"])  # a tuning share
 
 
 def test_size_and_shape(samples: list[dict[str, Any]]) -> None:
@@ -410,6 +425,6 @@ def test_encoded_spans_decode_to_a_valid_value(samples: list[dict[str, Any]]) ->
             assert decoded != raw, (s["id"], raw)
             assert contains_valid(sp["entity"], decoded), (s["id"], sp["entity"], decoded)
             seen[sp["encoded"]] += 1
-    # the held-out sets are smaller: round 2 has 14 quoted-printable spans
+    # the held-out sets are smaller: round 2 has 14 quoted-printable spans, round 3 13
     least = 10 if any(s["note"].startswith("held-out") for s in samples) else 30
     assert seen["url"] >= least and seen["base64"] >= least and seen["qp"] >= least, seen

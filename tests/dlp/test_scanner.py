@@ -610,3 +610,126 @@ def test_sql_password_clauses_are_found(clause, value, quote):
     text = f"CREATE USER app {clause} {quote}{value}{quote};"
     assert ("GENERIC_SECRET", value) in texts(text)
     assert not texts(f"CREATE USER app {clause} {quote}changeme{quote};")
+
+
+# ------------------------------------------------------------------ round 3 (held-out round 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "value"),
+    [
+        (f'os.Setenv("SMTP_PASSWORD", "{PW}")', "GENERIC_SECRET", PW),
+        (f"putenv('API_KEY', '{PW}');", "GENERIC_SECRET", PW),
+        (f'os.environ.setdefault("SECRET_KEY", "{PW}")', "GENERIC_SECRET", PW),
+        (f'std::env::set_var("GITHUB_TOKEN_X", "{PW}");', "GENERIC_SECRET", PW),
+        (
+            f"[Environment]::SetEnvironmentVariable('DB_PASSWORD', '{PW}', 'Machine')",
+            "GENERIC_SECRET",
+            PW,
+        ),
+        (f'os.Setenv("AWS_SECRET_KEY", "{AWS}")', "AWS_SECRET_ACCESS_KEY", AWS),
+        (f"> password is {PW}\nthanks, that fixed it", "GENERIC_SECRET", PW),
+        (f"the password is `{PW}`.", "GENERIC_SECRET", PW),
+        (f"Hi, the new API key is {PW}. Rotate it after the demo.", "GENERIC_SECRET", PW),
+        (
+            "the admin password was af6298cd64f1596e44417cb7, sorry",
+            "GENERIC_SECRET",
+            "af6298cd64f1596e44417cb7",
+        ),
+        (f"password: {PW}", "GENERIC_SECRET", PW),
+        # a value on the key's own line is still found under a parent key
+        (f"secrets:\n  dbPassword: {PW}\n", "GENERIC_SECRET", PW),
+        (f"auth:\n  existingSecret: db-credentials\n  password: {PW}\n", "GENERIC_SECRET", PW),
+    ],
+)
+def test_setter_calls_prose_and_nested_yaml_values_are_secrets(text, entity, value):
+    secrets = [(e, v) for e, v in texts(text) if e != "AWS_ACCESS_KEY_ID"]
+    assert (entity, value) in secrets
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a YAML parent key: its value is the nested mapping on the next lines
+        "secrets:\n  storageConnectionString: DefaultEndpointsProtocol=https;AccountName=x\n",
+        "postgresql:\n  auth:\n    secretKeys:\n      userPasswordKey: password\n",
+        "api_token:\n  enabled: true\n",
+        # references to a secret kept elsewhere
+        "postgresql:\n  auth:\n    existingSecret: db-credentials\n",
+        "existing_secret: prod-db-credentials-v2",
+        "tls:\n  secretName: ingress-tls-prod-2024\n",
+        "envFrom:\n  - secretRef:\n      name: app-env\n",
+        "valueFrom:\n  secretKeyRef:\n    name: db-creds\n    key: password\n",
+        "DB_PASSWORD_FILE=/run/secrets/db_password",
+        "LoadCredential=db-password:/etc/credstore/db-password",
+        "SetCredentialEncrypted=api-token:/etc/credstore.encrypted/api-token",
+        "db_password: vault:secret/data/prod/db#password",
+        "api_key: arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/api-AbC123",
+        "TOKEN_SECRET_ARN=arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-Q1w2E3",
+        # code paths and calls
+        'let token = std::env::var("GITHUB_TOKEN")?;',
+        "$password = Config::get('database.password');",
+        'secret = ::std::env::var_os("APP_SECRET")',
+        "password: Secrets::DbPassword",
+        'os.Setenv("API_KEY", os.Getenv("UPSTREAM_API_KEY"))',
+        'os.Setenv("TOKEN_TTL", "3600")',
+        'os.Setenv("LOG_LEVEL", "Zx9T2mQ4rL7vB1nK8pZ3cW6y")',  # not a secret's name
+        'putenv("API_KEY", "${API_KEY}")',
+        # prose about a password, without it
+        "the password is case-sensitive and the token is short-lived.",
+        "I rotated the DB password, the new one is in 1Password under 'prod-db'.",
+        "the password is incorrect, please reset it",
+        "the token is ${GITHUB_TOKEN} in CI",
+        "our api key is stored-in-the-team-vault now",
+    ],
+)
+def test_parent_keys_secret_references_and_code_paths_are_not_secrets(text):
+    assert not [e for e, _ in texts(text) if e == "GENERIC_SECRET"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["os.Setenv", "putenv", "os.environ.setdefault", "std::env::set_var"]),
+    st.sampled_from(["DB_PASSWORD", "API_KEY", "SESSION_SECRET", "smtp_pass", "AuthToken"]),
+    _SECRETISH,
+    st.sampled_from(['"', "'"]),
+    st.sampled_from(["", " ", "  "]),
+)
+def test_setter_call_values_are_found(call, name, value, quote, pad):
+    text = f"{call}({pad}{quote}{name}{quote},{pad}{quote}{value}{quote}{pad})"
+    assert ("GENERIC_SECRET", value) in texts(text)
+    harmless = text.replace(value, "${" + name.upper() + "}")
+    assert not [e for e, _ in texts(harmless) if e == "GENERIC_SECRET"]
+    other = text.replace(name, "LOG_LEVEL")
+    assert not [e for e, _ in texts(other) if e == "GENERIC_SECRET"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["password", "Password", "passphrase", "token", "secret", "API key"]),
+    st.sampled_from(["is", "was", "is now", "changed to"]),
+    _SECRETISH,
+    st.sampled_from(["", "`", '"', "'"]),
+    st.sampled_from(["", ".", ",", "!"]),
+)
+def test_values_quoted_in_prose_are_found(name, verb, value, quote, end):
+    text = f"Hi team, the staging {name} {verb} {quote}{value}{quote}{end} Thanks"
+    assert ("GENERIC_SECRET", value) in texts(text)
+    for word in ("case-sensitive", "incorrect", "${DB_PASSWORD}", "expired"):
+        assert not texts(text.replace(value, word)), word
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["secrets", "apiToken", "password", "credentials", "auth_key"]),
+    st.sampled_from(["dbPassword", "storageConnectionString", "enabled", "githubToken"]),
+    _SECRETISH,
+    st.integers(1, 8),
+)
+def test_a_yaml_parent_key_is_not_an_assignment(parent, child, value, indent):
+    pad = " " * indent
+    text = f"{parent}:\n{pad}{child}: {value}\n"
+    got = [(e, v) for e, v in texts(text) if e == "GENERIC_SECRET"]
+    assert all(v == value for _, v in got)  # never the child key for the parent's value
+    if child in ("dbPassword", "githubToken"):
+        assert got

@@ -125,8 +125,19 @@ def _high_entropy(min_len: int = 12, min_bits: float = 3.0) -> Validator:
 
 
 _CODE_REF = re.compile(r"^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+(?:\(.*)?$")
-# `ClientSecretCredential(`, `getenv(...)`: a call opened or made, nothing after it
-_CALL = re.compile(r"^[A-Za-z_$][\w$.]*\((?:[^()]*\))?$")
+# `ClientSecretCredential(`, `getenv(...)`, `std::env::var(`: a call opened or made, nothing
+# after it
+_CALL = re.compile(r"^(?:::)?[A-Za-z_$](?:[\w$.]|::)*\((?:[^()]*\))?$")
+# `std::env::var`, `Config::get`, `Secrets::API_KEY`: a path of identifiers (Rust, C++, PHP)
+_SCOPED = re.compile(r"^(?:::)?[A-Za-z_]\w*(?:::[A-Za-z_]\w*)+(?:\(.*)?$")
+# References to a secret kept elsewhere, not the secret: a vault / secrets-manager address
+# (`vault:secret/data/db#password`, `arn:aws:secretsmanager:...`) and a credential name bound
+# to a file (systemd's `LoadCredential=db-password:/etc/credstore/db-password`).
+_SECRET_REF = re.compile(
+    r"^(?:(?:vault|ssm|secretsmanager|secretmanager|keyvault|kms|sops|arn|op|awssm|gcpsm)"
+    r"[:+]|[\w.@-]{1,64}:/[\w./-]*$)",
+    re.IGNORECASE,
+)
 # One segment of a code reference: a word, optionally with a few digits (`s3`, `v1beta1`)
 _WORDISH = re.compile(r"^[A-Za-z_$][A-Za-z_$]*(?:\d{1,3}[A-Za-z_$]*)?(?:\d{1,3})?$")
 _PATH = re.compile(r"^[a-z0-9_.-]*(?:/[a-z0-9_.-]+)+/?$")
@@ -145,9 +156,28 @@ def _generic_value(value: str) -> bool:
     """A secret-looking value, not a URL, a path, a code reference or a placeholder."""
     if "://" in value or value.startswith(("/", "./", "~/", "${", "{{", "<", "%(")):
         return False
-    if _code_ref(value) or _CALL.match(value) or _PATH.match(value):
+    if _code_ref(value) or _CALL.match(value) or _PATH.match(value) or _SCOPED.match(value):
+        return False
+    if _SECRET_REF.match(value):
         return False
     return _high_entropy(10, 3.0)(value)
+
+
+def _prose_value(value: str) -> bool:
+    """A value quoted in prose (`the password is ...`): a generic value that mixes letters
+    with digits or has three kinds of characters, not a word (`case-sensitive`)."""
+    if not _generic_value(value):
+        return False
+    kinds = sum(
+        (
+            any(c.islower() for c in value),
+            any(c.isupper() for c in value),
+            any(c.isdigit() for c in value),
+            any(not c.isalnum() for c in value),
+        )
+    )
+    has_letter = any(c.isalpha() for c in value)
+    return kinds >= 3 or (has_letter and any(c.isdigit() for c in value))
 
 
 def _jwt(value: str) -> bool:
@@ -178,18 +208,21 @@ _NAME = (
 # rule can be tried where a keyword starts; `_LEAD` finds those keywords.
 _NAME_LED = (
     r"(?:(?<=(?:api|private|signing|encryption|auth|hmac|jwt|session|master|app)[_.-]?)key|"
-    r"secret|token|passw(?:or)?d|pwd|passphrase|credentials?|"
+    # `existingSecret: db-credentials` (Helm) names a Secret object, not a secret
+    r"(?<!existing[_.-]?)secret|token|passw(?:or)?d|pwd|passphrase|credentials?|"
     # `smtp_pass`, `ansible_become_pass`, `?auth=`: the short words only as the last part of
     # a name (not `bypass`, `passport`, `oauth`, `author`), right before the separator (`bad
     # auth : Authentication failed` is prose)
-    r"(?<![a-z0-9])pass(?=[\"'\]]{0,3}[ \t]{0,2}[=:])|(?<![a-z0-9])auth(?=[\"'\]]{0,3}[=:]))"
+    # (or right before the closing quote of a call's or a name/value pair's first argument)
+    r"(?<![a-z0-9])pass(?=[\"'\]]{0,3}[ \t]{0,2}[=:]|[\"'`][ \t]{0,4},)|"
+    r"(?<![a-z0-9])auth(?=[\"'\]]{0,3}[=:]|[\"'`][ \t]{0,4},))"
 )
 _LEAD = r"key|secret|token|pass|pwd|credential|auth"
 # ...unless the name says the value is something else: an id, a URL, a file, a count.
 _HARMLESS_SUFFIX = (
     r"(?![A-Za-z0-9_.-]{0,30}?(?i:_?(?:id|ids|uri|url|urls|endpoint|name|names|path|file|"
     r"type|audience|header|length|len|count|expiry|expires|ttl|version|izer|izers|policy|"
-    r"reset|hint|field|prefix|format|provider|store|manager|label)\b))"
+    r"reset|hint|field|prefix|format|provider|store|manager|label|ref|refs|class|arn)\b))"
 )
 # Quoted: anything up to the closing quote; bare: up to a separator (and not a call). A bare
 # value runs on over `&` unless a query parameter follows (`?token=...&page=2`): generated
@@ -203,7 +236,12 @@ _VALUE = (
 # Between a name and its value: closing quotes and brackets (`os.environ["TOKEN"] =`,
 # `$config['api_secret'] =`), markdown emphasis (`**Password:** `), then `=`, `:`, `=>`, `:=`
 # or a markdown table's `|`.
-_SEP = r"(?:\\?[\"'`\]]){0,3}(?:\*\*|__)?\s{0,4}(?:=|:|=>|:=|\|)\s{0,4}(?:\*\*|__)?\s{0,4}"
+# The value starts on the name's line: a YAML key with nothing after it on its line
+# (`secrets:` with nested keys below) is a parent, not an assignment.
+_SEP = (
+    r"(?:\\?[\"'`\]]){0,3}(?:\*\*|__)?[ \t]{0,4}(?:=|:|=>|:=|\|)[ \t]{0,4}(?:\*\*|__)?"
+    r"[ \t]{0,4}"
+)
 # A name and its value in separate fields: `{"key": "NAME", "value": "..."}` (Postman, HAR
 # `name`), a Kubernetes / YAML list entry `- name: NAME` + `value: ...`, and XML attributes
 # `key="NAME" value="..."` (.NET appSettings). The name field is checked by a lookbehind.
@@ -213,6 +251,12 @@ _PAIR_YAML_HEAD = r"(?<=\bname:[ \t]{0,4}[\"']?[\w.-]{0,30})"
 _PAIR_YAML_TAIL = r"[\"']?[ \t]{0,4}\r?\n[ \t]{0,16}value:[ \t]{0,4}"
 _PAIR_ATTR_HEAD = r"(?<=\b(?:key|name)[ \t]{0,2}=[ \t]{0,2}[\"'][\w.:-]{0,30})"
 _PAIR_ATTR_TAIL = r"[\"'][ \t]{1,4}value[ \t]{0,2}=[ \t]{0,2}"
+# A setter call with the name and the value as its first two arguments:
+# `os.Setenv("SMTP_PASSWORD", "...")`, `putenv`, `os.environ.setdefault`, `std::env::set_var`,
+# `[Environment]::SetEnvironmentVariable('API_KEY', '...', 'Machine')`.
+_SETTER = r"(?:setenv|putenv|setdefault|set_var|setenvironmentvariable|setproperty|setsecret)"
+_PAIR_CALL_HEAD = r"(?<=" + _SETTER + r"\([ \t]{0,4}[\"'`][\w .-]{0,30})"
+_PAIR_CALL_TAIL = r"[\"'`][ \t]{0,4},[ \t]{0,4}"
 _NAME_REST = _NAME_LED + _HARMLESS_SUFFIX + r"[A-Za-z0-9_.:-]{0,30}"
 # AWS secret names, words joined by `_`, `.`, `-` or a space (`Aws secret access key:`)
 _AWS_NAME = (
@@ -233,7 +277,13 @@ RULES: tuple[Rule, ...] = (
     Rule(  # under an AWS secret name: assigned, an XML element, a name/value pair
         "AWS_SECRET_ACCESS_KEY",
         r"(?i:" + _AWS_NAME + r")"
-        r"(?:" + _SEP + r"|[\"'>]?\s{1,4}|>|" + _PAIR_JSON_TAIL + r"|" + _PAIR_YAML_TAIL + r")"
+        r"(?:"
+        + _SEP
+        + r"|[\"'>]?\s{1,4}|>|[\"'`][ \t]{0,4},[ \t]{0,4}|"
+        + _PAIR_JSON_TAIL
+        + r"|"
+        + _PAIR_YAML_TAIL
+        + r")"
         r"(?:\\?[\"'`])?" + _AWS_VALUE,
         0.95,
         _high_entropy(40, 3.5),
@@ -409,6 +459,37 @@ RULES: tuple[Rule, ...] = (
         regex.IGNORECASE,
         anchors=("value",),
         lead=_LEAD,
+    ),
+    Rule(  # a setter call: `os.Setenv("SMTP_PASSWORD", "...")`
+        "GENERIC_SECRET",
+        _PAIR_CALL_HEAD + _NAME_REST + _PAIR_CALL_TAIL + _VALUE,
+        0.8,
+        _generic_value,
+        regex.IGNORECASE,
+        anchors=(
+            "setenv",
+            "putenv",
+            "setdefault",
+            "set_var",
+            "setenvironment",
+            "setproperty",
+            "setsecret",
+        ),
+        lead=_LEAD,
+    ),
+    Rule(  # prose: `the password is ...`, `> token was ...`
+        "GENERIC_SECRET",
+        r"(?:passw(?:or)?d|passphrase|secret|token|(?<=api[ _-]?)key)s?[ \t]{1,3}"
+        r"(?:is|was|is[ \t]now|now[ \t]is|(?:set|changed|reset)[ \t]to)[ \t]{1,3}"
+        r"(?:(?P<q>[\"'`])(?P<v>[^\"'`\s]{8,256})(?P=q)|"
+        r"(?P<v>[^\s\"'`,;<>()\[\]{}]{8,256}?)(?=[.,;:!?]?(?:\s|$)))",
+        0.7,
+        _prose_value,
+        regex.IGNORECASE,
+        anchors=(" is ", " was ", " to "),
+        # the keyword with its verb: the rule's regex runs only where both are
+        lead=r"(?:passw(?:or)?d|passphrase|secret|token|key)s?[ \t]{1,3}"
+        r"(?:is|was|now|set|changed|reset)[ \t]",
     ),
     Rule(  # an XML / HTML element named like a secret: `<wsse:Password>...</wsse:Password>`
         "GENERIC_SECRET",
