@@ -491,11 +491,29 @@ def test_expired_rows_are_purged_opportunistically(sql_factory: Factory, clock: 
         return int(_sql(vault, f"SELECT count(*) FROM {table}")[0][0])
 
     assert count("pseudonym_values") == 100 - 64 + 1
-    vault.token("new", EMAIL, "x@example.com")
-    assert count("pseudonym_values") == 1
+    vault.token("new", EMAIL, "y@example.com")  # the next write purges the next batch
+    assert count("pseudonym_values") == 2
     # the counters stay (no PII in them), so an old token is never handed to a new value
     assert count("pseudonym_scopes") == 101
     assert vault.token("old-0", EMAIL, "other@example.com") == "<EMAIL_ADDRESS_2>"
+
+
+def test_a_value_used_again_soon_needs_no_write_yet_lives_on(
+    sql_factory: Factory, clock: Clock
+) -> None:
+    """Re-using a pseudonym within a tenth of its TTL writes nothing (no fsync per use); it
+    still lives at least 0.9 x TTL after its last use, and a later use extends it."""
+    vault = sql_factory()
+    token = vault.token("t", EMAIL, "ann@example.com")
+    (before,) = _sql(vault, "SELECT expires_at FROM pseudonym_values")
+    clock.now += TTL * 0.05
+    assert vault.token("t", EMAIL, "ann@example.com") == token
+    assert _sql(vault, "SELECT expires_at FROM pseudonym_values") == [before]
+    clock.now += TTL * 0.9  # 0.95 TTL since the first use, 0.9 since the last
+    assert vault.values("t", [token]) == {token: "ann@example.com"}
+    assert vault.token("t", EMAIL, "ann@example.com") == token  # 0.05 TTL left: refreshed
+    clock.now += TTL * 0.5
+    assert vault.values("t", [token]) == {token: "ann@example.com"}
 
 
 def test_sqlite_unusable_file_raises_vault_unavailable(tmp_path: Path) -> None:
