@@ -42,7 +42,12 @@ def send_email(to: str, subject: str, body: str) -> str:
 
 
 def policy(with_approval_block: bool) -> dict[str, Any]:
-    tool_policy: dict[str, Any] = {"risk": "medium", "scopes": ["emails:send"], "egress": True}
+    tool_policy: dict[str, Any] = {
+        "risk": "medium",
+        "scopes": ["emails:send"],
+        "egress": True,
+        "args": {"to": {"format": "email"}},  # a recipient field: DLP lets the address stand
+    }
     if with_approval_block:
         tool_policy["approval"] = {"expires_after_seconds": 600, "max_grant_seconds": 300}
     return {"version": "bench-1", "tools": {"send_email": tool_policy}}

@@ -183,7 +183,7 @@ class Guards:
         self._n = itertools.count()
         self.opened: list[Guard] = []
 
-    def make(self, sink: str) -> Guard:
+    def make(self, sink: str, *, dlp: bool = True) -> Guard:
         if sink == "memory":
             audit = AuditLog(MemorySink(), secrets.token_bytes(32), key_id="bench")
         elif sink == "sqlite":
@@ -191,7 +191,12 @@ class Guards:
             audit = AuditLog(SqliteSink(path), secrets.token_bytes(32), key_id="bench")
         else:  # pragma: no cover - programming error
             raise ValueError(sink)
-        guard = Guard(self.policy, audit=audit, resources={"contact": crm.contact_owner})
+        policy = self.policy
+        if not dlp:  # what the rest of the pipeline costs, DLP (on by default) aside
+            policy = policy.model_copy(
+                update={"dlp": policy.dlp.model_copy(update={"enabled": False})}
+            )
+        guard = Guard(policy, audit=audit, resources={"contact": crm.contact_owner})
         self.opened.append(guard)
         return guard
 
@@ -225,6 +230,7 @@ def bench_core(guards: Guards, sizes: Sizes) -> dict[str, Stats]:
         return {"name": "send_email", "args": dict(BAD_ARGS), "id": f"call-{next(ids)}"}
 
     mem = guards.make("memory")
+    no_dlp = guards.make("memory", dlp=False)
     sql = guards.make("sqlite")
     compiled = mem.compile(tools["send_email"])
     assert compiled is not None
@@ -264,6 +270,10 @@ def bench_core(guards: Guards, sizes: Sizes) -> dict[str, Stats]:
         (Variant("authorization only (decision_point.decide)", authz_only, authz_ok), allowed_call),
         (Variant("check(), allowed, in-memory audit", check_with(mem), allowed), allowed_call),
         (
+            Variant("check(), allowed, in-memory, DLP off", check_with(no_dlp), allowed),
+            allowed_call,
+        ),
+        (
             Variant("check(), refused (extra arg), in-memory", check_with(mem), refused),
             refused_call,
         ),
@@ -282,6 +292,7 @@ def bench_core(guards: Guards, sizes: Sizes) -> dict[str, Stats]:
         "schema validation only (validate_args)",
         "authorization only (decision_point.decide)",
         "check(), allowed, in-memory audit",
+        "check(), allowed, in-memory, DLP off",
         "check(), allowed, SQLite audit",
         "check(), refused (extra arg), in-memory",
     ]
