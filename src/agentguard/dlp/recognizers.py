@@ -107,19 +107,23 @@ def _random(min_bits: float = 3.0) -> Validator:
     return check
 
 
+def _kinds(value: str) -> int:
+    """How many of lower case, upper case, digits and other characters `value` mixes."""
+    return sum(
+        (
+            any(c.islower() for c in value),
+            any(c.isupper() for c in value),
+            any(c.isdigit() for c in value),
+            any(not c.isalnum() for c in value),
+        )
+    )
+
+
 def _high_entropy(min_len: int = 12, min_bits: float = 3.0) -> Validator:
     def check(value: str) -> bool:
         if len(value) < min_len or not _not_placeholder(value):
             return False
-        kinds = sum(
-            (
-                any(c.islower() for c in value),
-                any(c.isupper() for c in value),
-                any(c.isdigit() for c in value),
-                any(not c.isalnum() for c in value),
-            )
-        )
-        return kinds >= 2 and entropy(value) >= min_bits
+        return _kinds(value) >= 2 and entropy(value) >= min_bits
 
     return check
 
@@ -168,16 +172,8 @@ def _prose_value(value: str) -> bool:
     with digits or has three kinds of characters, not a word (`case-sensitive`)."""
     if not _generic_value(value):
         return False
-    kinds = sum(
-        (
-            any(c.islower() for c in value),
-            any(c.isupper() for c in value),
-            any(c.isdigit() for c in value),
-            any(not c.isalnum() for c in value),
-        )
-    )
     has_letter = any(c.isalpha() for c in value)
-    return kinds >= 3 or (has_letter and any(c.isdigit() for c in value))
+    return _kinds(value) >= 3 or (has_letter and any(c.isdigit() for c in value))
 
 
 def _jwt(value: str) -> bool:
