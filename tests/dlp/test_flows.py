@@ -44,6 +44,8 @@ from agentguard.policy import load_policy
 from agentguard.testing import ScriptedChatModel
 from agentguard.verdict import Decision
 
+from ..services import fresh_schema
+
 ALICE = Principal(tenant="acme", user="alice", role="employee")
 BOB = Principal(tenant="acme", user="bob", role="employee")
 AWS_KEY = "AKIAZ7QW3RT5YU2IOP4M"
@@ -286,6 +288,56 @@ def test_a_vault_that_fails_refuses_the_call_instead_of_sending_pseudonyms(tmp_p
     args = {"to": token, "subject": "x", "body": "y"}
     verdict = guard.check({"name": "send_email", "args": args, "id": "s"}, ctx, tools)
     assert verdict.decision is Decision.DENY and verdict.reasons[0].code == "dlp.incomplete"
+
+
+async def test_the_async_path_reads_and_re_fills_through_a_sqlite_vault(tmp_path: Path) -> None:
+    """Under `ainvoke`, with a vault on disk (so the guard decides off the event loop)."""
+    world = World()
+    seen: list[str] = []
+
+    def reply(messages: list[BaseMessage]) -> AIMessage:
+        text = last_tool_text(messages)
+        seen.append(text)
+        (token,) = set(TOKEN.findall(text))
+        return calls(("send_email", {"to": token, "subject": "Re", "body": "Thanks."}, "s1"))
+
+    p = load_policy(results_policy())
+    p.content.trusted_domains.append("customer.example")  # a known customer: no provenance ask
+    vault = SqlitePseudonymVault(tmp_path / "vault.db", key=b"v" * 32)
+    guard = Guard(p, dlp=DlpCheck(p.dlp, vault=vault), audit=audit())
+    assert guard.blocking
+    graph, _ = agent(guard, world, [calls(("read_inbox", {}, "r1")), reply])
+    await graph.ainvoke(
+        {"messages": [("user", "answer carol")]},
+        {"configurable": {"thread_id": "a"}},
+        context={"principal": ALICE},
+    )
+    assert CUSTOMER not in seen[0]
+    assert world.sent == [{"to": CUSTOMER, "subject": "Re", "body": "Thanks."}]
+
+
+@pytest.mark.services
+def test_a_pseudonym_issued_by_one_replica_is_re_filled_by_another(postgres_url: str) -> None:
+    """Two guards (two processes or hosts) sharing a Postgres vault: the result is screened by
+    one, the model's next call lands on the other."""
+    from agentguard.dlp.vault import PostgresPseudonymVault
+
+    with fresh_schema(postgres_url, "flows") as (url, _):
+        p = load_policy(results_policy())
+        p.content.trusted_domains.append("customer.example")
+        one = Guard(p, dlp=DlpCheck(p.dlp, vault=PostgresPseudonymVault(url, key=b"v" * 32)))
+        two = Guard(p, dlp=DlpCheck(p.dlp, vault=PostgresPseudonymVault(url, key=b"v" * 32)))
+        ctx = CallContext(runtime_context={"principal": ALICE}, thread_id="r")
+        shown = one.receive(None, ctx, INBOX, source="read_inbox").text
+        (token,) = set(TOKEN.findall(shown))
+        tools = {t.name: t for t in World().tools}
+        args = {"to": token, "subject": "Re", "body": "Thanks."}
+        verdict = two.check({"name": "send_email", "args": args, "id": "s"}, ctx, tools)
+        assert verdict.decision is Decision.ALLOW_WITH
+        assert verdict.args == {**args, "to": CUSTOMER}
+        for g in (one, two):
+            assert g.dlp is not None
+            g.dlp.vault.close()
 
 
 @pytest.mark.parametrize("thief", ["invented", "other_thread", "other_user"])
