@@ -19,8 +19,11 @@ for the round-2 fixes, so it is a second tuning set now); `--heldout2` writes he
 `heldout2.jsonl` (a third seed, shares of the tuning and round-1 templates, and templates
 neither uses; scored once after round 2, then used for the round-3 fixes, so it is a third
 tuning set now); `--heldout3` writes held-out round 3, `heldout3.jsonl` (a fourth seed, shares
-of all earlier templates, and templates of contexts none of them uses; written and generated
-before any scanner result on it, never tuned on).
+of all earlier templates, and templates of contexts none of them uses; scored once after round
+3, then used for the round-4 fixes, so it is a fourth tuning set now); `--heldout4` writes
+held-out round 4, `heldout4.jsonl` (a fifth seed, shares of all earlier templates, and
+templates of contexts none of them uses; written and generated before any scanner result on
+it, never tuned on).
 """
 
 from __future__ import annotations
@@ -2526,7 +2529,8 @@ def t_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
 # `env` lists, notebooks, Dockerfiles, Terraform providers, access logs with query keys,
 # markdown runbooks, .NET / PHP / Ruby settings, PII in other languages). Held-out round 1
 # was looked at after round 1 and used for the round-2 fixes, so it is a second tuning set
-# now; held-out round 2 (below) became the third after round 3; round 3 is not tuned on.
+# now; held-out round 2 (below) became the third after round 3 and round 3 the fourth after
+# round 4; round 4 is not tuned on.
 
 HUMAN_NAMES = {
     "AWS_ACCESS_KEY_ID": "AWS access key ID",
@@ -4044,6 +4048,499 @@ HELDOUT3_SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
 N_HELDOUT3_NEGATIVE = 120
 
 
+# -- held-out round 4: templates no other set uses --------------------------------------------
+#
+# The round-4 held-out set (`heldout4.jsonl`, `--heldout4`) is made with a fifth seed from a
+# share of the tuning and round-1 to round-3 templates, plus the templates below (notes starting
+# `held-out-4:`), written and generated before any scanner result on them was looked at:
+# Pulumi / CDK code and stack files, nginx / Apache configs, Kafka / ZooKeeper properties and
+# JAAS files, Airflow connections, dbt `profiles.yml`, Firebase / `google-services.json` and
+# Postman environments, iOS `Info.plist` / Android `gradle.properties`, OIDC client and SAML
+# settings, and PII in legal / insurance documents, school records and loyalty programs.
+
+H4_NOTE = "held-out-4:"
+
+
+def t_h4_pulumi(g: Gen, i: int) -> list[Any]:
+    """Pulumi (TypeScript, stack YAML, CLI) and AWS CDK (Python) with an inline credential."""
+    focus = ho_focus(i)
+    k = i % 4
+    if focus == "GENERIC_SECRET" and k in (0, 1):
+        if k == 0:
+            return [
+                'const db = new aws.rds.Instance("app-db", {\n    engine: "postgres",\n'
+                f'    instanceClass: "db.t3.micro",\n    username: "{g.user()}",\n    password: "',
+                plain_generic(g),
+                '",\n    skipFinalSnapshot: true,\n});\n',
+            ]
+        return [
+            'db = rds.DatabaseInstance(\n    self, "AppDb",\n'
+            "    engine=rds.DatabaseInstanceEngine.POSTGRES,\n"
+            f'    credentials=rds.Credentials.from_password("{g.user()}", '
+            'SecretValue.unsafe_plain_text("',
+            plain_generic(g),
+            '")),\n)\n',
+        ]
+    name, value = h2_item(g, focus, "camel")
+    if k == 2:
+        return [
+            f"encryptionsalt: v1:{g.chars(B64, 12)}:v1:{g.chars(B64, 16)}\nconfig:\n"
+            f"  aws:region: {g.pick(('eu-west-1', 'us-east-1'))}\n  app:{name}: ",
+            value,
+            "\n",
+        ]
+    if k == 3:
+        return [f"$ pulumi config set --secret {name} ", value, "\n$ pulumi up --yes\n"]
+    return [
+        'import * as pulumi from "@pulumi/pulumi";\n\n',
+        f'const {name} = "',
+        value,
+        f'";\nexport const endpoint = "https://api.{g.domain()}";\n',
+    ]
+
+
+def t_h4_webserver(g: Gen, i: int) -> list[Any]:
+    """nginx and Apache httpd configs with a credential in a header, variable or env."""
+    focus = ho_focus(i)
+    host = g.host()
+    k = i % 3
+    if focus == "GENERIC_SECRET":
+        header = g.pick(("X-Api-Key", "X-Auth-Token", "X-Internal-Secret"))
+        if k == 0:
+            return [
+                f"location /api/ {{\n    proxy_pass http://{host}:8080;\n"
+                f'    proxy_set_header {header} "',
+                plain_generic(g),
+                '";\n}\n',
+            ]
+        if k == 1:
+            return [
+                f"<VirtualHost *:443>\n    ServerName {host}\n    SetEnv DB_PASSWORD ",
+                plain_generic(g),
+                "\n</VirtualHost>\n",
+            ]
+        return [
+            "location ~ \\.php$ {\n    fastcgi_pass unix:/run/php/php8.2-fpm.sock;\n"
+            "    fastcgi_param APP_SECRET ",
+            plain_generic(g),
+            ";\n}\n",
+        ]
+    name, value = h2_item(g, focus)
+    if k == 0 and focus in ("JWT", "GITHUB_TOKEN", "GITLAB_TOKEN", "SLACK_TOKEN", "OPENAI_API_KEY"):
+        return [
+            f"location / {{\n    proxy_pass https://{host};\n"
+            '    proxy_set_header Authorization "Bearer ',
+            value,
+            '";\n}\n',
+        ]
+    if k == 1:
+        return [
+            f'<VirtualHost *:80>\n    ServerName {host}\n    SetEnv {name} "',
+            value,
+            '"\n    DocumentRoot /var/www/html\n</VirtualHost>\n',
+        ]
+    return [f'server {{\n    listen 80;\n    set ${name.lower()} "', value, '";\n}\n']
+
+
+def t_h4_kafka(g: Gen, i: int) -> list[Any]:
+    """Kafka client / broker properties and ZooKeeper JAAS files with credentials."""
+    focus = ho_focus(i)
+    k = i % 4
+    brokers = ",".join(f"kafka-{n}.{g.domain()}:9093" for n in range(1, 4))
+    if focus == "GENERIC_SECRET" or k == 3:
+        if k in (0, 3):
+            return [
+                f"bootstrap.servers={brokers}\nsecurity.protocol=SASL_SSL\n"
+                "sasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security."
+                f'scram.ScramLoginModule required username="{g.user()}" password="',
+                plain_generic(g),
+                '";\n',
+            ]
+        if k == 1:
+            return [
+                "ssl.truststore.location=/etc/kafka/secrets/truststore.jks\n"
+                "ssl.keystore.location=/etc/kafka/secrets/keystore.jks\nssl.keystore.password=",
+                plain_generic(g),
+                "\nssl.key.password=",
+                plain_generic(g),
+                "\n",
+            ]
+        return [
+            "KafkaServer {\n    org.apache.kafka.common.security.plain.PlainLoginModule required\n"
+            '    username="admin"\n    password="',
+            plain_generic(g),
+            '";\n};\n',
+        ]
+    name, value = h2_item(g, focus, "dotted")
+    return [
+        f"bootstrap.servers={brokers}\nclient.id={g.user()}-producer\n{name}=",
+        value,
+        "\nacks=all\n",
+    ]
+
+
+def t_h4_airflow(g: Gen, i: int) -> list[Any]:
+    """Airflow connections and variables: env URIs, the CLI and connection JSON."""
+    focus = ho_focus(i)
+    k = i % 3
+    conn = g.pick(("warehouse", "crm_db", "orders", "analytics"))
+    if focus == "URL_PASSWORD":
+        return [f"AIRFLOW_CONN_{conn.upper()}='", g.dsn(), "'\n"]
+    if focus == "GENERIC_SECRET":
+        if k == 0:
+            return [
+                f"airflow connections add '{conn}' --conn-type postgres "
+                f"--conn-host {g.host()} --conn-login {g.user()} --conn-password '",
+                plain_generic(g),
+                "' --conn-port 5432\n",
+            ]
+        return jparts(
+            {
+                conn: {
+                    "conn_type": "postgres",
+                    "host": g.host(),
+                    "login": g.user(),
+                    "password": plain_generic(g),
+                    "port": 5432,
+                }
+            },
+            indent=2,
+        )
+    name, value = h2_item(g, focus, "snake")
+    if k == 0:
+        return [f"airflow variables set {name} '", value, "'\n"]
+    return jparts({name: Str(tuple(value))}, indent=2)
+
+
+def t_h4_dbt(g: Gen, i: int) -> list[Any]:
+    """dbt `profiles.yml` for Postgres, Snowflake, Databricks and BigQuery."""
+    k = i % 4
+    head = f"{g.pick(('analytics', 'jaffle_shop', 'finance'))}:\n  target: prod\n  outputs:\n"
+    head += "    prod:\n"
+    if k == 0:
+        return [
+            head,
+            f"      type: postgres\n      host: {g.host()}\n      user: {g.user()}\n"
+            "      password: ",
+            plain_generic(g),
+            "\n      port: 5432\n      dbname: analytics\n      schema: dbt\n      threads: 4\n",
+        ]
+    if k == 1:
+        return [
+            head,
+            f"      type: snowflake\n      account: {g.chars(LOWER_ALNUM, 7)}.eu-west-1\n"
+            f"      user: {g.user()}\n      private_key_passphrase: ",
+            plain_generic(g),
+            "\n      role: TRANSFORMER\n      warehouse: TRANSFORMING\n",
+        ]
+    if k == 2:
+        return [
+            head,
+            f"      type: databricks\n      host: adb-{g.randint(10**12, 10**13)}.azuredatabricks"
+            ".net\n      http_path: /sql/1.0/warehouses/"
+            f"{g.chars(HEX, 16)}\n      token: ",
+            secret("dapi" + g.chars(HEX, 32), "GENERIC_SECRET"),
+            "\n      schema: analytics\n",
+        ]
+    return [
+        head,
+        "      type: bigquery\n      method: service-account-json\n"
+        f"      project: {g.pick(('acme', 'crm'))}-prod\n      dataset: dbt\n      keyfile_json: ",
+        g.sa_json(indent=None),
+        "\n",
+    ]
+
+
+def t_h4_firebase(g: Gen, i: int) -> list[Any]:
+    """`google-services.json`, a Firebase web config and a Postman environment."""
+    k = i % 3
+    project = f"{g.pick(('acme', 'shop', 'crm'))}-{g.randint(1000, 9999)}"
+    if k == 0:
+        return jparts(
+            {
+                "project_info": {
+                    "project_number": str(g.randint(10**11, 10**12)),
+                    "project_id": project,
+                    "storage_bucket": f"{project}.appspot.com",
+                },
+                "client": [
+                    {
+                        "client_info": {
+                            "mobilesdk_app_id": f"1:{g.randint(10**11, 10**12)}:android:"
+                            + g.chars(HEX, 16),
+                        },
+                        "api_key": [{"current_key": secret(g.gcp_api_key(), "GCP_API_KEY")}],
+                    }
+                ],
+            },
+            indent=2,
+        )
+    if k == 1:  # a Firebase web config, saved as JSON
+        return jparts(
+            {
+                "apiKey": secret(g.gcp_api_key(), "GCP_API_KEY"),
+                "authDomain": f"{project}.firebaseapp.com",
+                "projectId": project,
+                "appId": f"1:{g.randint(10**11, 10**12)}:web:{g.chars(HEX, 22)}",
+            },
+            indent=g.pick((2, None)),
+        )
+    focus = ho_focus(i)
+    name, value = h2_item(g, focus, "camel")
+    return jparts(
+        {
+            "id": g.uuid(),
+            "name": g.pick(("Production", "Staging", "Local")),
+            "values": [
+                {"key": "baseUrl", "value": f"https://api.{g.domain()}", "enabled": True},
+                {"key": name, "value": Str(tuple(value)), "type": "secret", "enabled": True},
+            ],
+            "_postman_variable_scope": "environment",
+        },
+        indent=g.pick((2, None)),
+    )
+
+
+def t_h4_mobile(g: Gen, i: int) -> list[Any]:
+    """An iOS `Info.plist` or an Android `gradle.properties` with a key or signing password."""
+    focus = ho_focus(i)
+    if focus == "GENERIC_SECRET" and i % 2 == 0:
+        return [
+            "org.gradle.jvmargs=-Xmx2048m\nandroid.useAndroidX=true\n"
+            "RELEASE_STORE_FILE=release.keystore\nRELEASE_STORE_PASSWORD=",
+            plain_generic(g),
+            "\nRELEASE_KEY_ALIAS=upload\nRELEASE_KEY_PASSWORD=",
+            plain_generic(g),
+            "\n",
+        ]
+    name, value = h2_item(g, focus, g.pick(("upper", "pascal")))
+    if i % 2 == 0:
+        return ["android.useAndroidX=true\nkotlin.code.style=official\n", f"{name}=", value, "\n"]
+    return [
+        '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0">\n<dict>\n'
+        f"\t<key>CFBundleIdentifier</key>\n\t<string>com.{g.user()}.app</string>\n"
+        f"\t<key>{name}</key>\n\t<string>",
+        value,
+        "</string>\n</dict>\n</plist>\n",
+    ]
+
+
+def t_h4_identity(g: Gen, i: int) -> list[Any]:
+    """OIDC client registrations, Keycloak clients and SAML SP settings with secrets."""
+    k = i % 4
+    if k == 0:
+        return jparts(
+            {
+                "client_id": g.uuid(),
+                "client_secret": plain_generic(g),
+                "redirect_uris": [f"https://app.{g.domain()}/callback"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "token_endpoint_auth_method": "client_secret_basic",
+            },
+            indent=2,
+        )
+    if k == 1:
+        return jparts(
+            {
+                "clientId": g.pick(("web-portal", "crm-api", "admin-ui")),
+                "protocol": "openid-connect",
+                "publicClient": False,
+                "secret": plain_generic(g),
+                "redirectUris": [f"https://{g.host()}/*"],
+            },
+            indent=2,
+        )
+    if k == 2:
+        return [
+            "spring.security.oauth2.client.registration.okta.client-id=",
+            g.chars(ALNUM, 20),
+            "\nspring.security.oauth2.client.registration.okta.client-secret=",
+            plain_generic(g),
+            "\nspring.security.oauth2.client.provider.okta.issuer-uri=https://",
+            g.domain(),
+            "/oauth2/default\n",
+        ]
+    return [
+        "SAML_SETTINGS = {\n    'sp': {\n        'entityId': 'https://",
+        g.domain(),
+        "/saml/metadata',\n        'privateKey': '''",
+        Ent(g.pem("rsa"), "PRIVATE_KEY", also=("GENERIC_SECRET",)),
+        "''',\n    },\n}\n",
+    ]
+
+
+def t_h4_documents(g: Gen, i: int) -> list[Any]:
+    """PII in legal and insurance documents, school records and loyalty programs."""
+    name = g.name()
+    k = i % 4
+    if k == 0:
+        return [
+            f"CLAIM FORM\nPolicy number: POL-{g.randint(10**7, 10**8 - 1)}\nClaimant: {name}\n"
+            f"Date of loss: {g.date()}\nClaimant SSN: ",
+            g.ssn(),
+            "\nPay the settlement to IBAN ",
+            g.iban(),
+            "\nCorrespondence: ",
+            g.email(),
+            "\n",
+        ]
+    if k == 1:
+        return [
+            f"SETTLEMENT AGREEMENT\n\nThis agreement is made on {g.date()} between "
+            f'{g.company()} and {name} (the "Claimant"), whose notices go to ',
+            g.email(),
+            ". The sum shall be paid to the Claimant's account ",
+            g.iban(),
+            " within thirty days.\n",
+        ]
+    if k == 2:
+        return [
+            f"STUDENT RECORD\nStudent: {name}\nGrade: {g.randint(1, 12)}\n"
+            f"Guardian: {g.name()}\nGuardian e-mail: ",
+            g.email(),
+            "\nGuardian phone: ",
+            g.phone(),
+            "\nGuardian SSN (financial aid): ",
+            g.ssn(),
+            "\n",
+        ]
+    return [
+        f"Loyalty program enrolment\nMember: {name}\nMember no.: LP{g.randint(10**8, 10**9)}\n"
+        f"Tier: {g.pick(('Silver', 'Gold', 'Platinum'))}\nE-mail: ",
+        g.email(),
+        "\nLinked card: ",
+        g.card(),
+        "\n",
+    ]
+
+
+def t_h4_negative(g: Gen, i: int) -> tuple[str, list[Any]]:
+    """Hard negatives in the round-4 contexts."""
+    k = i % 12
+    if k == 0:
+        return "held-out-4: pulumi reading secrets from config", [
+            'const config = new pulumi.Config();\nconst dbPassword = config.requireSecret("'
+            'dbPassword");\nconst apiToken = config.getSecret("apiToken");\n'
+            f'export const bucket = "{g.user()}-assets";\n'
+        ]
+    if k == 1:
+        return "held-out-4: nginx with credential files", [
+            f'server {{\n    server_name {g.host()};\n    auth_basic "Restricted";\n'
+            "    auth_basic_user_file /etc/nginx/.htpasswd;\n"
+            "    ssl_certificate_key /etc/ssl/private/site.key;\n"
+            "    ssl_password_file /etc/nginx/ssl_passwords;\n}\n"
+        ]
+    if k == 2:
+        return "held-out-4: kafka properties with config providers", [
+            "config.providers=file\nconfig.providers.file.class=org.apache.kafka.common.config."
+            "provider.FileConfigProvider\nssl.keystore.password=${file:/opt/kafka/secrets."
+            "properties:keystore.password}\nsasl.jaas.config=${file:/opt/kafka/jaas.properties:"
+            f"jaas}}\nretries={g.randint(3, 10)}\n"
+        ]
+    if k == 3:
+        return "held-out-4: airflow templates referencing connections", [
+            "SELECT * FROM orders WHERE ds = '{{ ds }}';\n"
+            "-- password: {{ conn.warehouse.password }}\n"
+            "headers = {'Authorization': 'Bearer {{ var.value.api_token }}'}\n"
+        ]
+    if k == 4:
+        return "held-out-4: dbt profile reading env vars", [
+            "analytics:\n  outputs:\n    prod:\n      type: postgres\n"
+            "      password: \"{{ env_var('DBT_PASSWORD') }}\"\n"
+            "      token: \"{{ env_var('DBT_DATABRICKS_TOKEN') }}\"\n      threads: "
+            f"{g.randint(1, 8)}\n"
+        ]
+    if k == 5:
+        return "held-out-4: google-services oauth clients", [
+            json.dumps(
+                {
+                    "oauth_client": [
+                        {
+                            "client_id": google_client_id(g),
+                            "client_type": 1,
+                            "android_info": {
+                                "package_name": f"com.{g.user()}.app",
+                                "certificate_hash": g.sha(40),
+                            },
+                        }
+                    ]
+                },
+                indent=2,
+            )
+        ]
+    if k == 6:
+        return "held-out-4: postman environment with empty secrets", [
+            json.dumps(
+                {
+                    "name": "Production",
+                    "values": [
+                        {"key": "api_key", "value": "", "type": "secret", "enabled": True},
+                        {"key": "token", "value": "{{access_token}}", "type": "default"},
+                    ],
+                }
+            )
+        ]
+    if k == 7:
+        return "held-out-4: plist with usage descriptions", [
+            "<dict>\n\t<key>NSCameraUsageDescription</key>\n\t<string>Scan your loyalty card"
+            "</string>\n\t<key>GIDClientID</key>\n\t<string>"
+            f"{google_client_id(g)}</string>\n\t<key>API_BASE_URL</key>\n"
+            f"\t<string>https://api.{g.domain()}</string>\n</dict>\n"
+        ]
+    if k == 8:
+        return "held-out-4: gradle signing from environment", [
+            'signingConfigs {\n    release {\n        storeFile file("release.keystore")\n'
+            '        storePassword System.getenv("STORE_PASSWORD")\n'
+            '        keyPassword project.findProperty("RELEASE_KEY_PASSWORD") ?: ""\n'
+            "    }\n}\n"
+        ]
+    if k == 9:
+        cert = "".join(g.chars(B64, 64) + "\n" for _ in range(4))
+        return "held-out-4: saml metadata with a public certificate", [
+            f'<md:EntityDescriptor entityID="https://{g.domain()}/saml">\n'
+            '  <md:SPSSODescriptor>\n    <md:KeyDescriptor use="signing">\n'
+            f"      <ds:X509Certificate>\n{cert}      </ds:X509Certificate>\n"
+            "    </md:KeyDescriptor>\n  </md:SPSSODescriptor>\n</md:EntityDescriptor>\n"
+        ]
+    if k == 10:
+        return "held-out-4: insurance letter with masked identifiers", [
+            f"Dear policyholder, your claim CLM-{g.randint(10**6, 10**7)} was approved on "
+            f"{g.date()}. The payout goes to the account ending {g.randint(1000, 9999)}; "
+            f"SSN on file ***-**-{g.randint(1000, 9999)}. Policy POL-{g.randint(10**7, 10**8)}."
+        ]
+    return "held-out-4: oidc discovery document", [
+        json.dumps(
+            {
+                "issuer": f"https://login.{g.domain()}",
+                "token_endpoint": f"https://login.{g.domain()}/oauth2/token",
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
+                "jwks_uri": f"https://login.{g.domain()}/.well-known/jwks.json",
+            },
+            indent=2,
+        )
+    ]
+
+
+HELDOUT4_SEED = 16180339
+HELDOUT4_OUT = Path(__file__).with_name("heldout4.jsonl")
+HELDOUT4_SHARE = 0.15  # of each tuning template's count
+HELDOUT4_ROUND1_SHARE = 0.15  # of each round-1 template's count
+HELDOUT4_ROUND2_SHARE = 0.2  # of each round-2 template's count
+HELDOUT4_ROUND3_SHARE = 0.25  # of each round-3 template's count
+HELDOUT4_SCHEDULE: tuple[tuple[str, str, Template, int], ...] = (
+    ("code", "held-out-4: pulumi / cdk", t_h4_pulumi, 56),
+    ("config", "held-out-4: nginx / apache config", t_h4_webserver, 56),
+    ("config", "held-out-4: kafka / zookeeper properties", t_h4_kafka, 56),
+    ("config", "held-out-4: airflow connections", t_h4_airflow, 56),
+    ("config", "held-out-4: dbt profiles.yml", t_h4_dbt, 40),
+    ("json", "held-out-4: firebase / postman environment", t_h4_firebase, 48),
+    ("config", "held-out-4: plist / gradle.properties", t_h4_mobile, 56),
+    ("config", "held-out-4: oidc / saml settings", t_h4_identity, 40),
+    ("sentence", "held-out-4: legal / insurance / school / loyalty", t_h4_documents, 80),
+)
+N_HELDOUT4_NEGATIVE = 120
+
+
 # -- the schedule ------------------------------------------------------------------------------
 
 Template = Callable[[Gen, int], list[Any]]
@@ -4067,22 +4564,30 @@ N_NEGATIVE = 360
 
 
 def generate(
-    seed: int = SEED, *, heldout: bool = False, heldout2: bool = False, heldout3: bool = False
+    seed: int = SEED,
+    *,
+    heldout: bool = False,
+    heldout2: bool = False,
+    heldout3: bool = False,
+    heldout4: bool = False,
 ) -> list[dict[str, Any]]:
     """The tuning set; or (`heldout`) held-out round 1: a share of the tuning templates plus
     the round-1 templates, with their own negatives; or (`heldout2`) held-out round 2: smaller
     shares of both plus the round-2 templates and negatives; or (`heldout3`) held-out round 3:
-    shares of all three plus the round-3 templates and negatives. A held-out set never repeats
-    a text of an earlier set."""
+    shares of all three plus the round-3 templates and negatives; or (`heldout4`) held-out round
+    4: shares of all four plus the round-4 templates and negatives. A held-out set never
+    repeats a text of an earlier set."""
     g = Gen(seed)
     samples: list[dict[str, Any]] = []
     seen: set[str] = set()
-    if heldout or heldout2 or heldout3:
+    if heldout or heldout2 or heldout3 or heldout4:
         seen |= {s["text"] for s in generate()}
-    if heldout2 or heldout3:
+    if heldout2 or heldout3 or heldout4:
         seen |= {s["text"] for s in generate(HELDOUT_SEED, heldout=True)}
-    if heldout3:
+    if heldout3 or heldout4:
         seen |= {s["text"] for s in generate(HELDOUT2_SEED, heldout2=True)}
+    if heldout4:
+        seen |= {s["text"] for s in generate(HELDOUT3_SEED, heldout3=True)}
     counters: Counter[str] = Counter()
 
     def add(kind: str, note: str, parts: list[Any]) -> None:
@@ -4110,7 +4615,22 @@ def generate(
     negatives: list[tuple[Callable[[Gen, int], tuple[str, list[Any]]], int]] = [
         (t_negative, N_NEGATIVE)
     ]
-    if heldout3:
+    if heldout4:
+        schedule = (
+            share(SCHEDULE, HELDOUT4_SHARE)
+            + share(HELDOUT_SCHEDULE, HELDOUT4_ROUND1_SHARE)
+            + share(HELDOUT2_SCHEDULE, HELDOUT4_ROUND2_SHARE)
+            + share(HELDOUT3_SCHEDULE, HELDOUT4_ROUND3_SHARE)
+            + HELDOUT4_SCHEDULE
+        )
+        negatives = [
+            (t_negative, round(N_NEGATIVE * HELDOUT4_SHARE)),
+            (t_ho_negative, round(N_HELDOUT_NEGATIVE * HELDOUT4_ROUND1_SHARE)),
+            (t_h2_negative, round(N_HELDOUT2_NEGATIVE * HELDOUT4_ROUND2_SHARE)),
+            (t_h3_negative, round(N_HELDOUT3_NEGATIVE * HELDOUT4_ROUND3_SHARE)),
+            (t_h4_negative, N_HELDOUT4_NEGATIVE),
+        ]
+    elif heldout3:
         schedule = (
             share(SCHEDULE, HELDOUT3_SHARE)
             + share(HELDOUT_SCHEDULE, HELDOUT3_ROUND1_SHARE)
@@ -4176,13 +4696,21 @@ def main(argv: list[str]) -> int:
         "--heldout3",
         action="store_true",
         help=f"held-out round 3 (seed {HELDOUT3_SEED}, round-3 templates, {HELDOUT3_OUT.name}; "
+        "scored once after round 3, then used for round-4 fixes)",
+    )
+    which.add_argument(
+        "--heldout4",
+        action="store_true",
+        help=f"held-out round 4 (seed {HELDOUT4_SEED}, round-4 templates, {HELDOUT4_OUT.name}; "
         "never tuned on)",
     )
     parser.add_argument("--out", type=Path, default=None, help=f"output file (default {OUT})")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     out, seed = (
-        (HELDOUT3_OUT, HELDOUT3_SEED)
+        (HELDOUT4_OUT, HELDOUT4_SEED)
+        if args.heldout4
+        else (HELDOUT3_OUT, HELDOUT3_SEED)
         if args.heldout3
         else (HELDOUT2_OUT, HELDOUT2_SEED)
         if args.heldout2
@@ -4202,7 +4730,11 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
     samples = generate(
-        args.seed, heldout=args.heldout, heldout2=args.heldout2, heldout3=args.heldout3
+        args.seed,
+        heldout=args.heldout,
+        heldout2=args.heldout2,
+        heldout3=args.heldout3,
+        heldout4=args.heldout4,
     )
     write(samples, args.out)
     per_entity = Counter(sp["entity"] for s in samples for sp in s["spans"])

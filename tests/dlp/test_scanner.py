@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from agentguard.dlp import ScanIncomplete, Scanner
 from agentguard.dlp import scan as _scan
-from agentguard.dlp.recognizers import entropy
+from agentguard.dlp.recognizers import _identifier, _natural, _not_placeholder, entropy
 
 SCANNER = Scanner()
 
@@ -733,3 +733,160 @@ def test_a_yaml_parent_key_is_not_an_assignment(parent, child, value, indent):
     assert all(v == value for _, v in got)  # never the child key for the parent's value
     if child in ("dbPassword", "githubToken"):
         assert got
+
+
+# ------------------------------------------------------------------ round 4: calls, names, shapes
+
+HEX32 = "2b33be27de9042c10883e8cef186ac8f"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        # a call or a cmdlet on the right-hand side wraps the value
+        (f"$pass = ConvertTo-SecureString '{PW}' -AsPlainText -Force", PW),
+        (f'$password = ConvertTo-SecureString -String "{PW}" -AsPlainText', PW),
+        (f'const apiKey = Buffer.from("{PW}", "utf8");', PW),
+        (f'db_password = base64decode("{PW}")', PW),
+        (f'secret = new SecretString("{PW}");', PW),
+        (f"API_TOKEN = SecretStr('{PW}')", PW),
+        # a call named for a secret takes it
+        (f'masterUserPassword: SecretValue.unsafePlainText("{PW}"),', PW),
+        (
+            "credentials=Credentials.from_password("
+            f'"admin", SecretValue.unsafe_plain_text("{PW}"))',
+            PW,
+        ),
+        # names that hold a random secret
+        (f"      - routing_key: {HEX32}\n        severity: critical\n", HEX32),
+        (f'integration_key = "{HEX32}"', HEX32),
+        (f"PAGERDUTY_SERVICE_KEY={HEX32}", HEX32),
+        (f"license_key: {PW}", PW),
+        # a random value holding `XXxxx` is no placeholder
+        (
+            'admin_passwd = "WbmsTCNJUqfaHVz78s37dzxpGFdXXxxxd4X"',
+            "WbmsTCNJUqfaHVz78s37dzxpGFdXXxxxd4X",
+        ),
+        # two mixed-case random runs joined by a dot are no code reference
+        ("DB_PASSWORD=GpfmLUvQOoMW93Iu.ZHlnN02", "GpfmLUvQOoMW93Iu.ZHlnN02"),
+        # prose without `is`
+        (f"Tim commented: used password {PW} to reproduce, works now.", PW),
+        (f"try the token '{PW}' instead", PW),
+    ],
+)
+def test_wrapped_values_weak_key_names_and_random_runs_are_secrets(text, value):
+    assert ("GENERIC_SECRET", value) in texts(text)
+    # the cmdlet or call itself is never the value
+    assert all(v == value for e, v in texts(text) if e == "GENERIC_SECRET")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # calls that look a secret up by name, and cmdlets without a literal
+        "$pass = ConvertTo-SecureString $plain -AsPlainText -Force",
+        "$pass = Read-Host -AsSecureString 'Enter the password'",
+        "$token = Get-Secret -Name GitHubToken -AsPlainText",
+        'const dbPassword = config.requireSecret("dbPassword");',
+        'const apiToken = config.getSecret("apiToken");',
+        'password = getpass.getpass("Database password: ")',
+        'SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY")',
+        "token = getSecret('prod/api-token')",
+        'password: SecretValue.secretsManager("arn:aws:secretsmanager:eu-west-1:1:secret:x")',
+        'storePassword System.getenv("STORE_PASSWORD")',
+        'api_key = Buffer.from("application/json")',
+        # weak key names with values that are not random
+        "routing_key: orders.created",
+        'channel.basic_publish(exchange="", routing_key="task_queue_primary", body=msg)',
+        "service_key: billing-service-v2",
+        "routing_key_file: /etc/alertmanager/pd_key",
+        "access_key: ${ACCESS_KEY}",
+        "client_key: /etc/ssl/private/client.key",
+        # placeholders and code references stay what they were
+        "DB_PASSWORD=XXXXXXXXXXXXXXXX",
+        "api_key: your_api_key_here",
+        "TOKEN=sk_test_EXAMPLE_example",
+        "password = settings.DATABASE_PASSWORD",
+        "secret = app.config.SecretKeyValue",
+        # prose about using a password, without one
+        "used password authentication instead of keys",
+        "try the token endpoint first, then retry",
+    ],
+)
+def test_lookup_calls_weak_names_and_word_values_are_not_secrets(text):
+    assert not [e for e, _ in texts(text) if e == "GENERIC_SECRET"]
+
+
+_RANDOM = _SECRETISH.filter(lambda v: not _identifier(v))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["$pass", "$password", "apiKey", "DB_PASSWORD", "client_secret"]),
+    st.sampled_from(
+        [
+            "ConvertTo-SecureString {q}{v}{q} -AsPlainText",
+            "ConvertTo-SecureString -String {q}{v}{q}",
+            "Buffer.from({q}{v}{q})",
+            "base64decode({q}{v}{q})",
+            "new SecretString({q}{v}{q})",
+            "b64decode( {q}{v}{q} )",
+        ]
+    ),
+    _RANDOM,
+    st.sampled_from(['"', "'"]),
+    st.sampled_from([" = ", ": ", "="]),
+)
+def test_values_wrapped_in_a_call_are_found(name, call, value, quote, sep):
+    text = name + sep + call.format(q=quote, v=value) + "\n"
+    got = [v for e, v in texts(text) if e == "GENERIC_SECRET"]
+    assert got == [value]
+    for looked_up in ("DB_PASSWORD", "dbPassword", "prod/api-token", "${API_TOKEN}"):
+        masked = text.replace(value, looked_up)
+        assert not [e for e, _ in texts(masked) if e == "GENERIC_SECRET"], looked_up
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["routing_key", "integration_key", "service_key", "ROUTING_KEY", "licenseKey"]),
+    st.one_of(
+        st.text(alphabet=st.sampled_from(list("0123456789abcdef")), min_size=32, max_size=32),
+        _RANDOM,
+    ),
+    st.sampled_from([": ", " = ", "="]),
+    st.sampled_from(["", '"', "'"]),
+)
+def test_weak_key_names_with_random_values_are_found(name, value, sep, quote):
+    if value.isdigit() or value.isalpha() or entropy(value) < 3.3:
+        return
+    text = f"{name}{sep}{quote}{value}{quote}\n"
+    assert ("GENERIC_SECRET", value) in texts(text)
+    for word in ("orders.created", "billing-service", "task_queue_primary", "${ROUTING_KEY}"):
+        assert not [e for e, _ in texts(text.replace(value, word)) if e == "GENERIC_SECRET"], word
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["get", "Secret", "Value", "password", "HTTP", "Client", "config", "DB", "env", "Key"]
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from(["", "_", "."]),
+    st.sampled_from(["", "2", "V2", "3"]),
+)
+def test_identifiers_of_words_are_natural(words, joiner, suffix):
+    name = joiner.join(words) + suffix
+    assert all(_natural(seg) for seg in name.split("."))
+    assert _identifier(name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_RANDOM.map(lambda v: v.replace("x", "k").replace("X", "K")))
+def test_placeholder_words_count_only_in_one_case(value):
+    # `xxxx` / `XXXX` mark a placeholder; a mixed-case run of x (`XXxxx`) in a random value not
+    assert _not_placeholder(value[:6] + "XXxxx" + value[6:])
+    assert not _not_placeholder(value[:6] + "xxxx" + value[6:])
+    assert not _not_placeholder(value[:6] + "XXXX" + value[6:])

@@ -65,14 +65,43 @@ class Rule:
     # only on windows of `near_chars` around each match of it (an AWS key id, `provider "aws"`).
     near: str | None = None
     near_chars: int = 0
+    # The validator for a match whose group `w` took part (a value wrapped in a call)
+    validate_wrapped: Validator | None = None
 
 
+# Words that mark a placeholder wherever they stand in a value (`your_api_key_here`,
+# `sk_test_EXAMPLE`, `changeme123`), but only written in one case (`example`, `EXAMPLE`,
+# `Example`): a random value that happens to hold `XXxxx` or `eXaMple` is not a placeholder.
+_PLACEHOLDER_WORDS = (
+    "changeme",
+    "change_me",
+    "your_",
+    "your-",
+    "your",
+    "example",
+    "placeholder",
+    "redacted",
+    "dummy",
+    "sample",
+    "xxxx",
+    "todo",
+    "replace",
+    "secret_here",
+    "password_here",
+    "insert",
+)
 _PLACEHOLDER = re.compile(
-    r"(?i)^(?:x+|\*+|\.+|-+|_+|0+|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%[^%]*%|\$[A-Z_]+|"
-    r".*(?:changeme|change_me|your[_-]?|example|placeholder|redacted|dummy|sample|"
-    r"xxxx|todo|replace|secret_here|password_here|insert).*|"
+    r"^(?i:x+|\*+|\.+|-+|_+|0+|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%[^%]*%|\$[A-Z_]+|"
     # the bare words of documentation examples (`postgresql://user:password@localhost`)
-    r"password|passwd|pass|secret|test|none|null|nil|empty|default)$"
+    r"password|passwd|pass|secret|test|none|null|nil|empty|default)$|"
+    r".*(?:"
+    + "|".join(
+        re.escape(form)
+        for w in _PLACEHOLDER_WORDS
+        # (`Xxxx` is no word: a random `XXxxx` holds it)
+        for form in dict.fromkeys((w, w.upper(), w if w == "xxxx" else w.capitalize()))
+    )
+    + r")"
 )
 
 
@@ -147,13 +176,64 @@ _WORDISH = re.compile(r"^[A-Za-z_$][A-Za-z_$]*(?:\d{1,3}[A-Za-z_$]*)?(?:\d{1,3})
 _PATH = re.compile(r"^[a-z0-9_.-]*(?:/[a-z0-9_.-]+)+/?$")
 
 
+# The pieces of an identifier: `SECRET`, `Key`, `key`, `HTTP` (before `Client`), `42`
+_PIECES = re.compile(r"[A-Z]+(?=[A-Z][a-z]|[^A-Za-z]|$)|[A-Z]?[a-z]+|[A-Z]+|\d+|[^A-Za-z\d]+")
+_VOWELS = frozenset("aeiouyAEIOUY")
+
+
+def _natural(segment: str) -> bool:
+    """An identifier made of words (`SECRET_KEY`, `environ`, `getSecretValue`, `HTTPClient`,
+    `v1beta1`, `k8s`, `apiKeyV2`), not a mixed-case random run (`GpfmLUvQOoMW93Iu`,
+    `EFX9E6QwRSaOcqtEWGD`): those change case every one or two letters, have one-letter
+    lowercase words inside and digits all over. `_` and `-` separate words."""
+    return all(_natural_word(part) for part in re.split(r"[^A-Za-z0-9]+", segment) if part)
+
+
+def _natural_word(part: str) -> bool:
+    pieces = _PIECES.findall(part)
+    digit_runs = [p for p in pieces if p.isdigit()]
+    if len(digit_runs) > 2 or any(len(p) > 3 for p in digit_runs):
+        return False
+    letters = short = 0
+    for n, piece in enumerate(pieces):
+        if not piece[0].isalpha():
+            continue
+        letters += len(piece)
+        by_digit = (n > 0 and pieces[n - 1].isdigit()) or (
+            n < len(pieces) - 1 and pieces[n + 1].isdigit()
+        )
+        if by_digit and len(piece) == 1:  # `v1beta1`, `s3`, `k8s`, `apiKeyV2`
+            continue
+        inside = (
+            0 < n < len(pieces) - 1 and pieces[n - 1][0].isalpha() and pieces[n + 1][0].isalpha()
+        )
+        if len(piece) == 1 and piece.islower() and inside:  # a one-letter word inside a name
+            return False
+        short += len(piece) <= 2
+    # words of one or two letters: a few (`getIdByName`), not one in every few letters
+    return short <= 1 + letters / 10
+
+
 def _code_ref(value: str) -> bool:
     """`settings.SECRET_KEY`, `os.environ.get(...)`: dotted words, not a dotted random token
-    (`SG.<22 random>.<43 random>`, a SendGrid key, is a secret)."""
+    (`SG.<22 random>.<43 random>`, a SendGrid key, nor `GpfmLUvQOoMW93Iu.ZHlnN02`)."""
     if not _CODE_REF.match(value):
         return False
     dotted = value.split("(", 1)[0]
-    return all(_WORDISH.match(seg) for seg in dotted.split("."))
+    return all(_WORDISH.match(seg) and _natural(seg) for seg in dotted.split("."))
+
+
+# A PowerShell cmdlet name, `Verb-Noun` (`ConvertTo-SecureString`, `Get-Secret`): a command,
+# not a value
+_CMDLET = re.compile(r"^[A-Z][a-z]+[A-Za-z]*-[A-Z][A-Za-z]+$")
+# An identifier of words (`dbPassword`, `DB_PASSWORD`, `prod/api-token`): a name, not a value
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[_.:/-][A-Za-z0-9]+)*$")
+
+
+def _identifier(value: str) -> bool:
+    return bool(_IDENTIFIER.match(value)) and all(
+        _natural(seg) for seg in re.split(r"[_.:/-]", value)
+    )
 
 
 def _generic_value(value: str) -> bool:
@@ -162,9 +242,29 @@ def _generic_value(value: str) -> bool:
         return False
     if _code_ref(value) or _CALL.match(value) or _PATH.match(value) or _SCOPED.match(value):
         return False
-    if _SECRET_REF.match(value):
+    if _SECRET_REF.match(value) or _CMDLET.match(value):
         return False
     return _high_entropy(10, 3.0)(value)
+
+
+def _wrapped_value(value: str) -> bool:
+    """A literal passed to a call (`ConvertTo-SecureString '...'`, `SecretString("...")`): a
+    generic value, not a name the call looks up (`requireSecret("dbPassword")`)."""
+    return _generic_value(value) and not _identifier(value)
+
+
+def _random_value(value: str) -> bool:
+    """The value of a name that only sometimes holds a secret (`routing_key`, `service_key`):
+    a generic value that looks random (at least 16 characters, letters with digits, not an
+    identifier of words such as a RabbitMQ routing key `orders.created`)."""
+    return (
+        len(value) >= 16
+        and _generic_value(value)
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+        and entropy(value) >= 3.3
+        and not _identifier(value)
+    )
 
 
 def _prose_value(value: str) -> bool:
@@ -254,6 +354,29 @@ _SETTER = r"(?:setenv|putenv|setdefault|set_var|setenvironmentvariable|setproper
 _PAIR_CALL_HEAD = r"(?<=" + _SETTER + r"\([ \t]{0,4}[\"'`][\w .-]{0,30})"
 _PAIR_CALL_TAIL = r"[\"'`][ \t]{0,4},[ \t]{0,4}"
 _NAME_REST = _NAME_LED + _HARMLESS_SUFFIX + r"[A-Za-z0-9_.:-]{0,30}"
+# A call or a cmdlet on the right-hand side wraps the value: `ConvertTo-SecureString '...'
+# -AsPlainText`, `Buffer.from("...")`, `base64decode("...")`, `new SecretString("...")`. Calls
+# that look a secret up by name are not wrappers (their argument is a name); the pattern runs on
+# lowercased text.
+_LOOKUP = (
+    r"(?![\w$.:-]{0,60}?(?:get|read|load|lookup|fetch|require|resolve|env|prompt|input|ask|"
+    r"vault|param|config|setting|option|arg|var|propert|find|query|credential|keyring|file|"
+    r"path|name|ref|arn|manager|ssm)[\w$.:-]{0,60}?(?:\(|[ \t]))"
+)
+_WRAP = (
+    r"(?:"
+    + _LOOKUP
+    + r"(?:new[ \t]{1,4})?[a-z_$][\w$.:]{0,60}\([ \t]{0,4}(?=[\"'`])|"
+    + _LOOKUP
+    + r"[a-z]{2,20}-[a-z]{2,40}[ \t]{1,4}(?:-[a-z]{2,30}[ \t]{1,4})?(?=[\"'`]))"
+)
+_WRAPPED = r"(?P<q>[\"'`])(?P<v>[^\"'`\s]{8,256})(?P=q)"
+# Names that hold a secret only sometimes (a PagerDuty `routing_key` is one, a RabbitMQ
+# `routing_key` is not): their values must look random (`_random_value`).
+_WEAK_KEY = (
+    r"(?<=(?<![a-z0-9])(?:routing|integration|service|license|licence|access|client|account|"
+    r"shared|write|ingest|ingestion|admin|deploy|webhook|consumer|partner|merchant)[_.-]?)key"
+)
 # AWS secret names, words joined by `_`, `.`, `-` or a space (`Aws secret access key:`)
 _AWS_NAME = (
     r"(?:aws[_. -]?secret[_. -]?access[_. -]?key|aws[_. -]?secret[_. -]?key|"
@@ -425,14 +548,45 @@ RULES: tuple[Rule, ...] = (
         _not_placeholder,
         anchors=("://",),
     ),
-    Rule(
+    Rule(  # `NAME = value`; a call on the right-hand side may wrap the value (group `w`):
+        # `$pass = ConvertTo-SecureString '...'`, `apiKey = Buffer.from("...")`
         "GENERIC_SECRET",
-        _NAME_LED + _HARMLESS_SUFFIX + r"[A-Za-z0-9_.-]{0,30}" + _SEP + r"(?:\[\]byte\()?" + _VALUE,
+        _NAME_LED
+        + _HARMLESS_SUFFIX
+        + r"[A-Za-z0-9_.-]{0,30}"
+        + _SEP
+        + r"(?:(?P<w>"
+        + _WRAP
+        + r")"
+        + _WRAPPED
+        + r"|(?:\[\]byte\()?"
+        + _VALUE
+        + r")",
         0.8,
         _generic_value,
         regex.IGNORECASE,
         anchors=("key", "secret", "token", "pass", "pwd", "credential", "auth"),
         lead=_LEAD,
+        validate_wrapped=_wrapped_value,
+    ),
+    Rule(  # a call named for a secret takes it: `SecretValue.unsafe_plain_text("...")`
+        "GENERIC_SECRET",
+        r"(?<![a-z0-9_$])" + _LOOKUP + r"(?:secret|secure|sensitive|passw(?:or)?d|token|"
+        r"credential)[\w$]{0,40}(?:\.[\w$]{1,40}){0,3}\([ \t]{0,4}" + _WRAPPED,
+        0.75,
+        _wrapped_value,
+        regex.IGNORECASE,
+        anchors=("(",),
+        lead=r"secret|secure|sensitive|passw|token|credential",
+    ),
+    Rule(  # `routing_key: <32 hex>`, `service_key = "..."`: names that hold a random secret
+        "GENERIC_SECRET",
+        _WEAK_KEY + _HARMLESS_SUFFIX + r"[A-Za-z0-9_.-]{0,30}" + _SEP + _VALUE,
+        0.75,
+        _random_value,
+        regex.IGNORECASE,
+        anchors=("key",),
+        lead=r"key",
     ),
     Rule(  # a name and its value in separate fields (JSON key/name + value, YAML, XML attrs)
         "GENERIC_SECRET",
@@ -486,6 +640,19 @@ RULES: tuple[Rule, ...] = (
         # the keyword with its verb: the rule's regex runs only where both are
         lead=r"(?:passw(?:or)?d|passphrase|secret|token|key)s?[ \t]{1,3}"
         r"(?:is|was|now|set|changed|reset)[ \t]",
+    ),
+    Rule(  # prose: `used password ...`, `try the token ...`, `with API key ...`
+        "GENERIC_SECRET",
+        r"(?<=(?<![a-z0-9])(?:used|using|use|tried|try|with|enter|entered|paste|pasted)[ \t]{1,3}"
+        r"(?:the[ \t]{1,3}|this[ \t]{1,3}|my[ \t]{1,3}|our[ \t]{1,3})?)"
+        r"(?:passw(?:or)?d|passphrase|secret|token|api[ _-]?key)[ \t]{1,3}"
+        r"(?:(?P<q>[\"'`])(?P<v>[^\"'`\s]{8,256})(?P=q)|"
+        r"(?P<v>[^\s\"'`,;<>()\[\]{}]{8,256}?)(?=[.,;:!?]?(?:\s|$)))",
+        0.7,
+        _prose_value,
+        regex.IGNORECASE,
+        anchors=("us", "tr", "with", "enter", "paste"),
+        lead=r"passw|secret|token|api",
     ),
     Rule(  # an XML / HTML element named like a secret: `<wsse:Password>...</wsse:Password>`
         "GENERIC_SECRET",
@@ -570,10 +737,14 @@ class SecretRecognizer(EntityRecognizer):
                 found = self._led(haystack)
             else:  # lowercasing moved offsets (a few non-ASCII letters): the plain way
                 found = self._regex.finditer(text, timeout=PATTERN_TIMEOUT)
+            wrapped = self.rule.validate_wrapped
             for match in found:
                 start, end = match.span(group)
                 value = text[start:end]
-                if self.rule.validate is not None and not self.rule.validate(value):
+                check = self.rule.validate
+                if wrapped is not None and match.start("w") >= 0:
+                    check = wrapped
+                if check is not None and not check(value):
                     continue
                 yield RecognizerResult(self.rule.entity, start, end, self.rule.score)
         except TimeoutError:
