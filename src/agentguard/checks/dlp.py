@@ -30,7 +30,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentguard.dlp.errors import ScanIncomplete
@@ -230,7 +230,7 @@ class DlpCheck:
         Without a scope (no principal), pseudonyms cannot be issued: those spans are redacted.
         A scan that cannot complete withholds the whole text."""
         try:
-            findings = self.scanner.scan({"text": text})
+            findings = self.scanner.scan(text)
         except ScanIncomplete as exc:
             note = f"could not be fully scanned ({str(exc)[:120]})"
             return Screened("", ({"entity": "*", "path": "$", "action": "block"},), True, note)
@@ -243,18 +243,15 @@ class DlpCheck:
                 decided.append(_Decided(f, action))  # type: ignore[arg-type]
         if not decided:
             return Screened(text)
-        # paths as the text's own: `$`, `$<json>.a`, not the wrapper's `$.text`
-        shown = [
-            _Decided(replace(d.finding, path="$" + d.finding.path[6:]), d.action) for d in decided
-        ]
-        summary = tuple(_summary(shown))
-        if any(d.action == "block" for d in decided):
-            return Screened("", summary, True, _listing([d for d in shown if d.action == "block"]))
+        summary = tuple(_summary(decided))
+        blocked = [d for d in decided if d.action == "block"]
+        if blocked:
+            return Screened("", summary, True, _listing(blocked))
         try:
-            out = self._transform({"text": text}, decided, scope or "-")
+            out = self._rewrite(text, decided, scope or "-")
         except (CannotRewrite, ScanIncomplete) as exc:
             return Screened("", summary, True, str(exc)[:200])
-        return Screened(str(out["text"]), summary)
+        return Screened(str(out), summary)
 
     # -------------------------------------------------------------- transforms
 
@@ -273,13 +270,16 @@ class DlpCheck:
         self, args: Mapping[str, Any], decided: list[_Decided], scope: str
     ) -> dict[str, Any]:
         """A rewritten copy of `args` (the caller's is left as it was)."""
-        out: Any = dict(args)
+        return dict(self._rewrite(dict(args), decided, scope))
+
+    def _rewrite(self, root: Any, decided: list[_Decided], scope: str) -> Any:
+        """`root` (arguments, or one text scanned as `$`) with every finding rewritten."""
         by_path: dict[str, list[_Decided]] = {}
         for d in decided:
             by_path.setdefault(d.finding.path, []).append(d)
         for path, items in by_path.items():
-            out = self._apply(out, path, items, scope)
-        return dict(out)
+            root = self._apply(root, path, items, scope)
+        return root
 
     def _apply(self, root: Any, path: str, items: list[_Decided], scope: str) -> Any:
         # A form field's offsets are into the whole form body: rewrite that leaf.
