@@ -19,6 +19,11 @@ tools:
     egress: true
     args: {to: {format: email}}
   save_note: {risk: low, scopes: [notes:write]}
+  post_record:
+    risk: low
+    scopes: [crm:write]
+    egress: true
+    dlp: {entities: {CREDIT_CARD: redact}}
 """
 
 
@@ -95,3 +100,23 @@ def test_smuggled_json_and_oversized_payloads_are_refused(
     deep = payload(files, "deep.json", json.loads("[" * 40 + "]" * 40))
     assert main(["dlp", "scan", deep]) == 2
     assert "incomplete" in capsys.readouterr().out
+
+
+def test_the_outcome_is_the_guards_own_decision(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A card the policy would redact, sent as a number, cannot be rewritten: the guard refuses
+    the call, and so does the report (not "rewritten", which the actions alone suggest)."""
+    policy = str(files / "policy.yaml")
+    as_text = payload(files, "t.json", {"card": "4111 1111 1111 1111"})
+    assert main(["dlp", "scan", as_text, "--policy", policy, "--tool", "post_record"]) == 1
+    assert "post_record: runs with the findings rewritten" in capsys.readouterr().out
+    as_number = payload(files, "n.json", {"card": 4111111111111111})
+    assert main(["dlp", "scan", as_number, "--policy", policy, "--tool", "post_record"]) == 1
+    out = capsys.readouterr().out
+    assert "-> redact" in out and "post_record: refused (dlp.blocked)" in out
+    text = files / "plain.txt"
+    text.write_text("card 4111 1111 1111 1111")
+    argv = ["dlp", "scan", str(text), "--text", "--policy", policy, "--tool", "post_record"]
+    assert main(argv) == 2
+    assert "a JSON object" in capsys.readouterr().err

@@ -21,8 +21,6 @@ from agentguard.errors import GuardError
 
 __all__ = ["add_dlp_commands"]
 
-_ORDER = ("block", "approve", "pseudonymize", "hash", "redact", "mask", "allow")
-
 
 def _read(source: str) -> str:
     if source == "-":
@@ -50,9 +48,12 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: not strict JSON ({exc}); use --text for plain text", file=sys.stderr)
             return 2
-    check = tool_policy = None
+    check = tool_policy = policy = None
     if args.policy:
         from agentguard.checks.dlp import DlpCheck
+        from agentguard.context import Principal
+        from agentguard.guard import CheckInput
+        from agentguard.identity import CallContext
         from agentguard.policy import load_policy
 
         try:
@@ -63,6 +64,12 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         tool_policy = policy.tools.get(args.tool)
         if tool_policy is None:
             print(f"error: the policy has no tool {args.tool!r}", file=sys.stderr)
+            return 2
+        if not isinstance(payload, dict):
+            print(
+                "error: with --policy the payload is a tool call's arguments (a JSON object)",
+                file=sys.stderr,
+            )
             return 2
         check = DlpCheck(policy.dlp)
         scanner = check.scanner
@@ -84,19 +91,31 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         if action is not None:
             line += f"  -> {action}"
         print(line)
-    if check is not None and tool_policy is not None:
+    if check is not None and tool_policy is not None and policy is not None:
         if not check.applies(tool_policy):
             print(f"{args.tool}: not scanned by this policy (not egress; see dlp.scan)")
             return 0
-        acted = [a for a in actions if a and a != "allow"]
-        outcome = min(acted, key=_ORDER.index) if acted else "allow"
-        words = {
-            "block": "refused (dlp.blocked)",
-            "approve": f"paused for approval ({check.settings.approval.value})",
-            "allow": "runs unchanged",
-        }
-        print(f"{args.tool}: {words.get(outcome, 'runs with the findings rewritten')}")
-        return 1 if acted else 0
+        # the guard's own decision on these arguments, not a re-telling of it
+        result = check.evaluate(
+            CheckInput(
+                Principal(tenant="cli", user="dlp-scan", role="cli"),
+                args.tool,
+                tool_policy,
+                policy,
+                payload,
+                CallContext(thread_id="dlp-scan"),
+            )
+        )
+        if result.denials:
+            outcome = f"refused ({result.denials[0].code})"
+        elif result.approval is not None:
+            outcome = f"paused for approval ({result.approval.kind.value})"
+        elif result.args is not None:
+            outcome = "runs with the findings rewritten"
+        else:
+            outcome = "runs unchanged"
+        print(f"{args.tool}: {outcome}")
+        return 1 if any(a != "allow" for a in actions) else 0
     print(f"{len(findings)} finding(s)")
     return 1 if findings else 0
 
